@@ -1,0 +1,50 @@
+/**
+ * The contract between the shuffle planner (src/shuffle) and the loader pipeline
+ * (src/loader). An epoch's plan is a pure function of its input: the loader only
+ * executes it (fetch partitions in `partitionOrder`, decode, gather rows per batch),
+ * so the yielded order never depends on timing or cache state.
+ */
+
+export type ShuffleMode =
+  /** Dataset order: partitions in order, rows in order. */
+  | 'none'
+  /** Partitions in a seeded order, rows mixed in a buffer spanning `bufferPartitions` partitions. */
+  | 'buffer'
+  /** A full permutation of all rows; the loader must hold every partition it touches. */
+  | 'global';
+
+export interface EpochPlanInput {
+  /** Rows per partition, in dataset order. */
+  partitionRows: readonly number[];
+  seed: number;
+  epoch: number;
+  rank: number;
+  worldSize: number;
+  batchSize: number;
+  mode: ShuffleMode;
+  /** Partitions mixed together in 'buffer' mode. @default 4 */
+  bufferPartitions?: number | undefined;
+  /** Drop rows so that every rank yields only full batches (at most once per row). */
+  dropLast: boolean;
+}
+
+/** One batch: parallel arrays of (partition index, row index within partition). */
+export interface BatchRows {
+  partitions: Int32Array;
+  rows: Int32Array;
+}
+
+export interface RankPlan {
+  /** Batches this rank yields this epoch; the same on every rank. */
+  readonly numBatches: number;
+  /** Rows this rank yields this epoch. */
+  readonly numRows: number;
+  /** The partitions this rank reads, in the order it first needs them. */
+  readonly partitionOrder: readonly number[];
+  /** For partition p (dataset index), the last batch index that uses it; -1 when unused. Lets the loader free memory. */
+  lastUse(partition: number): number;
+  /** For partition p, the first batch index that uses it; -1 when unused. */
+  firstUse(partition: number): number;
+  /** Batch `i` (0-based). */
+  batch(i: number): BatchRows;
+}
