@@ -26,6 +26,7 @@ export const ErrorCodes = {
   UNAUTHORIZED: 'GRANARY_ERR_UNAUTHORIZED',
   CONFIG: 'GRANARY_ERR_CONFIG',
   INTERNAL: 'GRANARY_ERR_INTERNAL',
+  UNSUPPORTED_OPERATION: 'GRANARY_ERR_UNSUPPORTED_OPERATION',
 } as const;
 
 export type GranaryErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -108,6 +109,8 @@ export const UnauthorizedError = defineError('UnauthorizedError', ErrorCodes.UNA
 export const ConfigError = defineError('ConfigError', ErrorCodes.CONFIG);
 /** A bug or an unexpected state inside granary. */
 export const InternalError = defineError('InternalError', ErrorCodes.INTERNAL);
+/** The store does not support the operation (writing or deleting through a read-only HTTP store). */
+export const UnsupportedOperationError = defineError('UnsupportedOperationError', ErrorCodes.UNSUPPORTED_OPERATION);
 
 const byCode: Record<GranaryErrorCode, new (message: string, options?: GranaryErrorOptions) => GranaryError> = {
   [ErrorCodes.INVALID_URL]: InvalidUrlError,
@@ -131,6 +134,7 @@ const byCode: Record<GranaryErrorCode, new (message: string, options?: GranaryEr
   [ErrorCodes.UNAUTHORIZED]: UnauthorizedError,
   [ErrorCodes.CONFIG]: ConfigError,
   [ErrorCodes.INTERNAL]: InternalError,
+  [ErrorCodes.UNSUPPORTED_OPERATION]: UnsupportedOperationError,
 };
 
 export function isGranaryErrorCode(code: unknown): code is GranaryErrorCode {
