@@ -26,6 +26,27 @@ export interface EpochPlanInput {
   bufferPartitions?: number | undefined;
   /** Drop rows so that every rank yields only full batches (at most once per row). */
   dropLast: boolean;
+  /**
+   * Plan only the rows this epoch has not yet consumed. A run interrupted after every
+   * rank of a `worldSize`-rank job finished `batchesDone` batches resumes with any
+   * world size: the remaining rows, in the epoch's global order, are split again
+   * across the new ranks (batch indices of the resumed plan start at 0). A list is a
+   * chain of interruptions within the same epoch, oldest first. See docs/shuffle.md.
+   * @default undefined (the whole epoch)
+   */
+  resume?: ResumePoint | readonly ResumePoint[] | undefined;
+}
+
+/** Where an interrupted run of an epoch stopped: all its ranks had finished `batchesDone` batches. */
+export interface ResumePoint {
+  /** World size of the interrupted run. */
+  worldSize: number;
+  /** Batches every rank of the interrupted run had finished. */
+  batchesDone: number;
+  /** Batch size of the interrupted run. @default the plan's `batchSize` */
+  batchSize?: number | undefined;
+  /** `dropLast` of the interrupted run. @default the plan's `dropLast` */
+  dropLast?: boolean | undefined;
 }
 
 /** One batch: parallel arrays of (partition index, row index within partition). */

@@ -1,0 +1,276 @@
+import { InvalidArgumentError } from '../errors.js';
+import { globalOrder } from './order.js';
+import type { BatchRows, EpochPlanInput, RankPlan, ResumePoint } from './types.js';
+
+/** How a sequence of `length` rows is cut into contiguous per-rank spans. */
+export interface RankSplit {
+  /** Batches every rank yields. */
+  numBatches: number;
+  /** Rows each rank yields (the last batch of a rank holds the remainder). */
+  rowsPerRank: number[];
+  /** Where each rank's span starts in the sequence. */
+  starts: number[];
+}
+
+function checkInt(name: string, value: unknown, min: number): asserts value is number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+    throw new InvalidArgumentError(`shuffle: \`${name}\` must be an integer >= ${min}, got ${String(value)} (${typeof value})`);
+  }
+}
+
+/**
+ * Cuts `length` rows into `worldSize` contiguous spans, rank 0 first.
+ * - Without `dropLast`: spans differ by at most one row (the first `length % worldSize`
+ *   ranks get one more), and every rank yields ceil(ceil(length / worldSize) / batchSize)
+ *   batches; a rank with one row fewer has a last batch one row shorter, which is
+ *   empty when its span is exactly (numBatches - 1) * batchSize rows.
+ * - With `dropLast`: every rank gets floor(length / (worldSize * batchSize)) full
+ *   batches; the rows after the last rank's span are not yielded.
+ */
+export function splitRows(length: number, worldSize: number, batchSize: number, dropLast: boolean): RankSplit {
+  checkInt('length', length, 0);
+  checkInt('worldSize', worldSize, 1);
+  checkInt('batchSize', batchSize, 1);
+  const rowsPerRank: number[] = [];
+  const starts: number[] = [];
+  if (dropLast) {
+    const numBatches = Math.floor(length / (worldSize * batchSize));
+    const span = numBatches * batchSize;
+    for (let r = 0; r < worldSize; r++) {
+      starts.push(r * span);
+      rowsPerRank.push(span);
+    }
+    return { numBatches, rowsPerRank, starts };
+  }
+  const base = Math.floor(length / worldSize);
+  const extra = length % worldSize;
+  for (let r = 0; r < worldSize; r++) {
+    starts.push(r * base + Math.min(r, extra));
+    rowsPerRank.push(base + (r < extra ? 1 : 0));
+  }
+  const numBatches = Math.ceil(Math.ceil(length / worldSize) / batchSize);
+  return { numBatches, rowsPerRank, starts };
+}
+
+/** A sequence of rows given as runs of global-order positions, in order. */
+class RunList {
+  constructor(
+    readonly starts: number[],
+    readonly lengths: number[],
+  ) {}
+
+  get length(): number {
+    let n = 0;
+    for (const l of this.lengths) n += l;
+    return n;
+  }
+
+  /** The runs covering sequence positions [from, to). */
+  slice(from: number, to: number): RunList {
+    const starts: number[] = [];
+    const lengths: number[] = [];
+    let offset = 0;
+    for (let i = 0; i < this.starts.length && offset < to; i++) {
+      const len = this.lengths[i]!;
+      const lo = Math.max(from, offset);
+      const hi = Math.min(to, offset + len);
+      if (hi > lo) {
+        starts.push(this.starts[i]! + (lo - offset));
+        lengths.push(hi - lo);
+      }
+      offset += len;
+    }
+    return new RunList(starts, lengths);
+  }
+
+  static concat(lists: RunList[]): RunList {
+    const starts: number[] = [];
+    const lengths: number[] = [];
+    for (const l of lists) {
+      for (let i = 0; i < l.starts.length; i++) {
+        const s = l.starts[i]!;
+        const n = l.lengths[i]!;
+        const last = starts.length - 1;
+        // Merge adjacent runs so long resume chains stay short.
+        if (last >= 0 && starts[last]! + lengths[last]! === s) lengths[last]! += n;
+        else {
+          starts.push(s);
+          lengths.push(n);
+        }
+      }
+    }
+    return new RunList(starts, lengths);
+  }
+}
+
+function resumePoints(resume: EpochPlanInput['resume']): readonly ResumePoint[] {
+  if (resume === undefined) return [];
+  if (Array.isArray(resume)) return resume as readonly ResumePoint[];
+  return [resume as ResumePoint];
+}
+
+/**
+ * The rows of the epoch an interrupted chain of runs has not consumed, as runs of
+ * global-order positions in global order. Each interrupted run consumed the first
+ * `batchesDone` batches of every one of its ranks' spans.
+ */
+function remainingRuns(numRows: number, input: EpochPlanInput): RunList {
+  let seq = new RunList(numRows > 0 ? [0] : [], numRows > 0 ? [numRows] : []);
+  const points = resumePoints(input.resume);
+  points.forEach((point, j) => {
+    if (typeof point !== 'object' || point === null) {
+      throw new InvalidArgumentError(`shuffle: \`resume[${j}]\` must be an object, got ${String(point)}`);
+    }
+    checkInt(`resume[${j}].worldSize`, point.worldSize, 1);
+    checkInt(`resume[${j}].batchesDone`, point.batchesDone, 0);
+    const batchSize = point.batchSize ?? input.batchSize;
+    const dropLast = point.dropLast ?? input.dropLast;
+    checkInt(`resume[${j}].batchSize`, batchSize, 1);
+    if (typeof dropLast !== 'boolean') {
+      throw new InvalidArgumentError(`shuffle: \`resume[${j}].dropLast\` must be a boolean, got ${String(dropLast)}`);
+    }
+    const length = seq.length;
+    const split = splitRows(length, point.worldSize, batchSize, dropLast);
+    if (point.batchesDone > split.numBatches) {
+      throw new InvalidArgumentError(
+        `shuffle: \`resume[${j}].batchesDone\` is ${point.batchesDone}, but epoch ${input.epoch} had only ` +
+          `${split.numBatches} batches per rank for ${length} rows, worldSize ${point.worldSize}, batchSize ${batchSize}`,
+      );
+    }
+    const tails: RunList[] = [];
+    for (let r = 0; r < point.worldSize; r++) {
+      const start = split.starts[r]!;
+      const rows = split.rowsPerRank[r]!;
+      const consumed = Math.min(rows, point.batchesDone * batchSize);
+      tails.push(seq.slice(start + consumed, start + rows));
+    }
+    seq = RunList.concat(tails);
+  });
+  return seq;
+}
+
+/**
+ * One rank's plan for one epoch. Implements the loader contract (`RankPlan`) and
+ * exposes what the plan was built from.
+ */
+export class EpochPlan implements RankPlan {
+  readonly numBatches: number;
+  readonly numRows: number;
+  readonly partitionOrder: readonly number[];
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly batchSize: number;
+  /** Rows left in the epoch across all ranks when this plan starts (the whole dataset unless resumed). */
+  readonly remainingRows: number;
+  readonly #parts: Int32Array;
+  readonly #rows: Int32Array;
+  readonly #firstUse: Int32Array;
+  readonly #lastUse: Int32Array;
+
+  constructor(input: EpochPlanInput) {
+    checkInt('worldSize', input.worldSize, 1);
+    checkInt('rank', input.rank, 0);
+    if (input.rank >= input.worldSize) {
+      throw new InvalidArgumentError(`shuffle: \`rank\` must be below worldSize ${input.worldSize}, got ${input.rank}`);
+    }
+    checkInt('batchSize', input.batchSize, 1);
+    if (typeof input.dropLast !== 'boolean') {
+      throw new InvalidArgumentError(`shuffle: \`dropLast\` must be a boolean, got ${String(input.dropLast)}`);
+    }
+    const order = globalOrder(input);
+    const remaining = remainingRuns(order.numRows, input);
+    this.remainingRows = remaining.length;
+    const split = splitRows(this.remainingRows, input.worldSize, input.batchSize, input.dropLast);
+    const start = split.starts[input.rank]!;
+    const numRows = split.rowsPerRank[input.rank]!;
+    const mine = remaining.slice(start, start + numRows);
+
+    this.rank = input.rank;
+    this.worldSize = input.worldSize;
+    this.batchSize = input.batchSize;
+    this.numBatches = split.numBatches;
+    this.numRows = numRows;
+    this.#parts = new Int32Array(numRows);
+    this.#rows = new Int32Array(numRows);
+    let at = 0;
+    for (let i = 0; i < mine.starts.length; i++) {
+      const s = mine.starts[i]!;
+      const n = mine.lengths[i]!;
+      order.fill(s, s + n, this.#parts, this.#rows, at);
+      at += n;
+    }
+
+    const numPartitions = input.partitionRows.length;
+    this.#firstUse = new Int32Array(numPartitions).fill(-1);
+    this.#lastUse = new Int32Array(numPartitions).fill(-1);
+    const partitionOrder: number[] = [];
+    for (let j = 0; j < numRows; j++) {
+      const p = this.#parts[j]!;
+      const b = Math.floor(j / input.batchSize);
+      if (this.#firstUse[p] === -1) {
+        this.#firstUse[p] = b;
+        partitionOrder.push(p);
+      }
+      this.#lastUse[p] = b;
+    }
+    this.partitionOrder = partitionOrder;
+  }
+
+  firstUse(partition: number): number {
+    return this.#firstUse[partition] ?? -1;
+  }
+
+  lastUse(partition: number): number {
+    return this.#lastUse[partition] ?? -1;
+  }
+
+  batch(i: number): BatchRows {
+    if (!Number.isInteger(i) || i < 0 || i >= this.numBatches) {
+      throw new InvalidArgumentError(
+        `shuffle: batch index must be an integer in [0, ${this.numBatches}) for rank ${this.rank}, got ${String(i)}`,
+      );
+    }
+    const from = Math.min(i * this.batchSize, this.numRows);
+    const to = Math.min(from + this.batchSize, this.numRows);
+    return { partitions: this.#parts.slice(from, to), rows: this.#rows.slice(from, to) };
+  }
+
+  /** All rows of this rank's plan in order (copies). */
+  allRows(): BatchRows {
+    return { partitions: this.#parts.slice(), rows: this.#rows.slice() };
+  }
+
+  /**
+   * The largest number of partitions the rank must hold at once if it loads each
+   * partition for its first use and frees it after its last: max over batches b of
+   * |{p : firstUse(p) <= b <= lastUse(p)}|.
+   */
+  peakResidentPartitions(): number {
+    if (this.numBatches === 0) return 0;
+    const delta = new Int32Array(this.numBatches + 1);
+    for (const p of this.partitionOrder) {
+      delta[this.#firstUse[p]!]!++;
+      delta[this.#lastUse[p]! + 1]!--;
+    }
+    let live = 0;
+    let peak = 0;
+    for (let b = 0; b < this.numBatches; b++) {
+      live += delta[b]!;
+      peak = Math.max(peak, live);
+    }
+    return peak;
+  }
+}
+
+/**
+ * Plans one rank's epoch: which rows, in which order, in which batches. A pure
+ * function of its input; see docs/shuffle.md for the guarantees.
+ *
+ * @example
+ * const plan = planEpoch({ partitionRows: [1000, 1000, 800], seed: 42, epoch: 0, rank: 0,
+ *   worldSize: 2, batchSize: 256, mode: 'buffer', bufferPartitions: 2, dropLast: false });
+ * for (let i = 0; i < plan.numBatches; i++) gather(plan.batch(i));
+ */
+export function planEpoch(input: EpochPlanInput): EpochPlan {
+  return new EpochPlan(input);
+}
