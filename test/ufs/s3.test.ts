@@ -195,7 +195,10 @@ describe('S3Ufs against s3rver', () => {
     });
     const f = new S3Ufs(opts(s3, { endpoint: front.endpoint, maxAttempts: 3, retryBaseDelayMs: 1 }));
     try {
-      const err = await f.stat('s3://unit/big.bin').catch((e: unknown) => e as Error);
+      const err = (await f.stat('s3://unit/big.bin').then(
+        () => new Error('resolved'),
+        (e: unknown) => e,
+      )) as Error;
       expect(err).toMatchObject({ code: 'GRANARY_ERR_UNAVAILABLE' });
       expect(err.message).toContain('s3://unit/big.bin');
       expect(seen).toBe(3);
@@ -271,7 +274,10 @@ describe('S3Ufs against s3rver', () => {
     });
     const f = new S3Ufs(opts(s3, { endpoint: front.endpoint, timeoutMs: 200, maxAttempts: 2, retryBaseDelayMs: 1 }));
     try {
-      const err = await f.read('s3://unit/big.bin', 0, 10).catch((e: unknown) => e as Error);
+      const err = (await f.read('s3://unit/big.bin', 0, 10).then(
+        () => new Error('resolved'),
+        (e: unknown) => e,
+      )) as Error;
       expect(err).toMatchObject({ code: 'GRANARY_ERR_TIMEOUT' });
       expect(err.message).toContain('s3://unit/big.bin');
       expect(seen).toBe(2);
