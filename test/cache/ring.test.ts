@@ -19,10 +19,6 @@ function keys(count: number, salt = ''): string[] {
 
 const idArb = (min: number, max: number) => fc.uniqueArray(fc.string({ minLength: 1, maxLength: 24 }), { minLength: min, maxLength: max });
 
-function ownerIds(ring: HashRing, ks: readonly string[]): (string | undefined)[] {
-  return ks.map((k) => ring.owner(k)?.id);
-}
-
 describe('murmur3', () => {
   it('matches the reference MurmurHash3 x86_32 vectors', () => {
     expect(murmur3('', 0)).toBe(0);
