@@ -91,19 +91,18 @@ class CompactReader {
         const header = this.byte();
         const size = header >> 4 === 15 ? this.varint() : header >> 4;
         const elem = header & 0x0f;
+        this.#checkCount(size);
         const out: ThriftValue[] = [];
-        for (let i = 0; i < size; i++) {
-          // Booleans inside a list are one byte each, not folded into a type nibble.
-          out.push(elem === T_TRUE || elem === T_FALSE ? this.byte() === 1 : this.value(elem, depth + 1));
-        }
+        for (let i = 0; i < size; i++) out.push(this.element(elem, depth + 1));
         return out;
       }
       case T_MAP: {
         const size = this.varint();
         const out = new Map<ThriftValue, ThriftValue>();
         if (size === 0) return out;
+        this.#checkCount(size);
         const types = this.byte();
-        for (let i = 0; i < size; i++) out.set(this.value(types >> 4, depth + 1), this.value(types & 0x0f, depth + 1));
+        for (let i = 0; i < size; i++) out.set(this.element(types >> 4, depth + 1), this.element(types & 0x0f, depth + 1));
         return out;
       }
       case T_STRUCT:
@@ -111,6 +110,16 @@ class CompactReader {
       default:
         return this.#fail(`unknown Thrift type ${type}`);
     }
+  }
+
+  /** A list, set or map element: booleans there take one byte each, not a type nibble. */
+  element(type: number, depth: number): ThriftValue {
+    return type === T_TRUE || type === T_FALSE ? this.byte() === 1 : this.value(type, depth);
+  }
+
+  /** Every element takes at least one byte, so a count beyond the bytes left is corrupt (and would spin). */
+  #checkCount(size: number): void {
+    if (size > this.bytes.byteLength - this.pos) this.#fail(`collection of ${size} elements in ${this.bytes.byteLength - this.pos} bytes`);
   }
 
   struct(depth = 0): ThriftStruct {

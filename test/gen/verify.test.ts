@@ -47,6 +47,16 @@ describe('parquetLayout', () => {
   });
 });
 
+describe('parseParquetFooter', () => {
+  it('rejects collections that claim more elements than there are bytes', () => {
+    // struct field 1: a map (type 11) of 2^35 entries of booleans, then nothing.
+    const hostile = new Uint8Array([0x1b, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0x11]);
+    expect(() => parseParquetFooter(hostile, 'evil.parquet')).toThrow(/evil\.parquet.*collection of/);
+    // a list (type 9) of 2^20 structs
+    expect(() => parseParquetFooter(new Uint8Array([0x19, 0xfc, 0x80, 0x80, 0x40]), 'evil.parquet')).toThrow(/collection of/);
+  });
+});
+
 describe('verifyDataset', () => {
   it('reads back Parquet, Arrow and raw-file datasets and accounts every byte', async () => {
     const ufs = new MemoryUfs();
