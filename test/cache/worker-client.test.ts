@@ -1,0 +1,195 @@
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CacheClient } from '../../src/cache/client.js';
+import { startWorker, type CacheWorker } from '../../src/cache/worker.js';
+import { MemoryUfs } from '../../src/ufs/memory.js';
+
+const MiB = 1024 * 1024;
+
+describe('cache worker and client over a memory store', () => {
+  const store = new MemoryUfs();
+  const data = randomBytes(5 * MiB + 123);
+  const url = 's3://bucket/train/big.bin';
+  let workers: CacheWorker[] = [];
+
+  beforeAll(async () => {
+    await store.write(url, data);
+    for (let i = 0; i < 10; i++) await store.write(`s3://bucket/train/small-${i}.bin`, randomBytes(1000 + i));
+    workers = await Promise.all([0, 1, 2].map((i) => startWorker({ id: `w${i}`, ufs: store, memoryBytes: 64 * MiB, pageSize: 256 * 1024 })));
+  });
+
+  afterAll(async () => {
+    await Promise.all(workers.map((w) => w.close()));
+  });
+
+  it('reads exact bytes through the workers, and a warm read asks the store nothing', async () => {
+    const client = new CacheClient({ workers: workers.map((w) => w.url), ufs: store, blockSize: MiB, partSize: 512 * 1024 });
+    try {
+      const before = store.requestCounts();
+      const cold = await client.read(url, 100, data.byteLength - 200);
+      expect(Buffer.from(cold).equals(data.subarray(100, data.byteLength - 100))).toBe(true);
+      const mid = store.requestCounts();
+      expect(mid.get).toBeGreaterThan(before.get);
+      const warm = await client.read(url, 0, data.byteLength);
+      expect(Buffer.from(warm).equals(data)).toBe(true);
+      const after = store.requestCounts();
+      // The first 100 bytes were on a page already cached: a warm read makes no store request of any kind.
+      expect(after).toEqual(mid);
+      expect(client.stats().fallbacks).toBe(0);
+      expect(client.stats().bytesFromCache).toBe(2 * data.byteLength - 200);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('collapses concurrent misses for one page into one store read', async () => {
+    const u = 's3://bucket/train/flight.bin';
+    const bytes = randomBytes(200_000);
+    await store.write(u, bytes);
+    const client = new CacheClient({ workers: [workers[0]!.url], ufs: store });
+    try {
+      await client.stat(u);
+      const before = store.requestCounts().get;
+      const reads = await Promise.all(Array.from({ length: 20 }, (_, i) => client.read(u, i * 1000, 5000)));
+      reads.forEach((r, i) => expect(Buffer.from(r).equals(bytes.subarray(i * 1000, i * 1000 + 5000))).toBe(true));
+      expect(store.requestCounts().get - before).toBe(1);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('a second client (another job) is served from the cache the first one filled', async () => {
+    const prefix = 's3://bucket/train/small-';
+    const a = new CacheClient({ workers: workers.map((w) => w.url), ufs: store });
+    const b = new CacheClient({ workers: workers.map((w) => w.url), ufs: store });
+    try {
+      for await (const f of a.list(prefix)) await a.read(f.url, 0, f.size);
+      const before = store.requestCounts();
+      let n = 0;
+      for await (const f of b.list(prefix)) {
+        expect((await b.read(f.url, 0, f.size)).byteLength).toBe(f.size);
+        n++;
+      }
+      expect(n).toBe(10);
+      expect(store.requestCounts()).toEqual(before);
+      expect(b.stats().ufsRequests).toBe(0);
+      expect(b.stats().misses).toBe(0);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('serves an overwritten object at its new version once the metadata TTL has passed', async () => {
+    const u = 's3://bucket/train/changing.bin';
+    await store.write(u, Buffer.from('version-one'));
+    const client = new CacheClient({ workers: workers.map((w) => w.url), ufs: store, metadataTtlMs: 0 });
+    try {
+      expect(Buffer.from(await client.read(u, 0, 11)).toString()).toBe('version-one');
+      await store.write(u, Buffer.from('VERSION-TWO'));
+      expect(Buffer.from(await client.read(u, 0, 11)).toString()).toBe('VERSION-TWO');
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('falls back to the store, once per read, when the only worker refuses connections', async () => {
+    const dead = await startWorker({ ufs: store });
+    const deadUrl = dead.url;
+    await dead.close();
+    const client = new CacheClient({ workers: [deadUrl], ufs: store, breaker: { cooldownMs: 60_000 } });
+    try {
+      const before = store.requestCounts().get;
+      const got = await client.read(url, 0, 3 * MiB);
+      expect(Buffer.from(got).equals(data.subarray(0, 3 * MiB))).toBe(true);
+      expect(client.stats().fallbacks).toBeGreaterThan(0);
+      // One stat + one store read per part, no retries.
+      expect(store.requestCounts().get - before).toBe(client.stats().ufs.get);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('falls back when a worker answers garbage', async () => {
+    const liar: Server = createServer((req, res) => {
+      if (req.url?.startsWith('/v1/read')) {
+        res.setHeader('x-granary-etag', 'not-the-version');
+        res.end('garbage');
+      } else {
+        res.statusCode = 500;
+        res.end('{oops');
+      }
+    });
+    await new Promise<void>((r) => liar.listen(0, '127.0.0.1', () => r()));
+    const client = new CacheClient({ workers: [`http://127.0.0.1:${(liar.address() as AddressInfo).port}`], ufs: store });
+    try {
+      const got = await client.read(url, 10, 1000);
+      expect(Buffer.from(got).equals(data.subarray(10, 1010))).toBe(true);
+      expect(client.stats().fallbacks).toBeGreaterThan(0);
+    } finally {
+      await client.close();
+      await new Promise<void>((r) => liar.close(() => r()));
+    }
+  });
+
+  it('answers bad requests with a 4xx and a JSON {code, message}, and keeps serving', async () => {
+    const w = workers[0]!;
+    const cases: [string, number, string][] = [
+      ['/v1/read?url=ftp%3A%2F%2Fx%2Fy&offset=0&length=1', 400, 'GRANARY_ERR_UNSUPPORTED_SCHEME'],
+      ['/v1/read?url=nonsense&offset=0&length=1', 400, 'GRANARY_ERR_INVALID_URL'],
+      [`/v1/read?url=${encodeURIComponent(url)}&offset=-5&length=1`, 400, 'GRANARY_ERR_INVALID_ARGUMENT'],
+      [`/v1/read?url=${encodeURIComponent(url)}&offset=0&length=99999999999`, 400, 'GRANARY_ERR_BAD_REQUEST'],
+      [`/v1/read?url=${encodeURIComponent(url)}&offset=abc&length=1`, 400, 'GRANARY_ERR_BAD_REQUEST'],
+      [`/v1/read?url=${encodeURIComponent(url)}&offset=${data.byteLength}&length=10`, 416, 'GRANARY_ERR_RANGE'],
+      ['/v1/read?offset=0&length=1', 400, 'GRANARY_ERR_BAD_REQUEST'],
+      ['/v1/read?%%%garbage=&&=', 400, 'GRANARY_ERR_BAD_REQUEST'],
+      ['/v1/nope', 400, 'GRANARY_ERR_BAD_REQUEST'],
+      [`/v1/stat?url=${encodeURIComponent('s3://bucket/missing')}`, 404, 'GRANARY_ERR_NOT_FOUND'],
+    ];
+    for (const [path, status, code] of cases) {
+      const res = await fetch(w.url + path);
+      expect(res.status, path).toBe(status);
+      const body = (await res.json()) as { code: string; message: string };
+      expect(body.code, path).toBe(code);
+      expect(body.message.length).toBeGreaterThan(0);
+    }
+    expect((await fetch(`${w.url}/healthz`)).status).toBe(200);
+  });
+
+  it('enforces its token and its allowed prefixes', async () => {
+    const w = await startWorker({ ufs: store, token: 's3cret', allow: ['s3://bucket/train/'] });
+    try {
+      expect((await fetch(`${w.url}/healthz`)).status).toBe(200);
+      const noAuth = await fetch(`${w.url}/v1/info`);
+      expect(noAuth.status).toBe(401);
+      expect(((await noAuth.json()) as { code: string }).code).toBe('GRANARY_ERR_UNAUTHORIZED');
+      const auth = { headers: { authorization: 'Bearer s3cret' } };
+      expect((await fetch(`${w.url}/v1/info`, auth)).status).toBe(200);
+      const denied = await fetch(`${w.url}/v1/stat?url=${encodeURIComponent('s3://bucket/secret/x')}`, auth);
+      expect(denied.status).toBe(403);
+      expect(((await denied.json()) as { code: string }).code).toBe('GRANARY_ERR_FORBIDDEN_PREFIX');
+      const client = new CacheClient({ workers: [w.url], ufs: store, token: 's3cret' });
+      try {
+        expect(Buffer.from(await client.read(url, 0, 100)).equals(data.subarray(0, 100))).toBe(true);
+        expect(client.stats().fallbacks).toBe(0);
+      } finally {
+        await client.close();
+      }
+    } finally {
+      await w.close();
+    }
+  });
+
+  it('exposes Prometheus metrics and usage', async () => {
+    const w = workers[1]!;
+    const text = await (await fetch(`${w.url}/metrics`)).text();
+    for (const name of ['granary_worker_page_hits_total', 'granary_worker_page_misses_total', 'granary_worker_store_requests_total', 'granary_worker_cache_bytes']) {
+      expect(text).toContain(name);
+    }
+    const info = w.info();
+    expect(info.usage.memoryBytes).toBeGreaterThan(0);
+    expect(info.usage.memoryBytes).toBeLessThanOrEqual(info.capacity.memoryBytes + w.pageSize);
+  });
+});
