@@ -61,7 +61,7 @@ export async function startSwift(options: StartSwiftOptions = {}): Promise<Swift
   const devices = join(dir, 'srv');
   await mkdir(etc);
   await mkdir(join(devices, 'sdb1'), { recursive: true });
-  const [proxyPort, accountPort, containerPort, objectPort, memcachedPort] = await freePorts(5);
+  const [proxyPort, accountPort, containerPort, objectPort, memcachedPort] = (await freePorts(5)) as [number, number, number, number, number];
   const children: ChildProcess[] = [];
   const stderr = new Map<ChildProcess, string>();
   const stopAll = async (): Promise<void> => {
