@@ -1,0 +1,75 @@
+import { availableParallelism } from 'node:os';
+import { Piscina } from 'piscina';
+import { ClosedError, DecodeError, InvalidArgumentError, isGranaryError } from '../errors.js';
+import type { ParquetDecodeTask } from './decode-parquet.js';
+
+export interface DecodePoolOptions {
+  /**
+   * Decode threads.
+   * @default max(1, cores - 1)
+   */
+  threads?: number | undefined;
+}
+
+/**
+ * The piscina pool that decodes Parquet row groups off the main thread. Under tsx /
+ * vitest the worker is the .ts source run through tsx; from dist/ it is the .js file.
+ */
+export class DecodePool {
+  readonly threads: number;
+  #pool: Piscina | undefined;
+  #closed = false;
+
+  constructor(options: DecodePoolOptions = {}) {
+    const t = options.threads ?? Math.max(1, availableParallelism() - 1);
+    if (!Number.isInteger(t) || t < 1) {
+      throw new InvalidArgumentError(`Expected \`decodeThreads\` to be an integer from 1 and up, got \`${String(t)}\` (${typeof t})`);
+    }
+    this.threads = t;
+  }
+
+  #get(): Piscina {
+    if (this.#closed) throw new ClosedError('Decode pool is closed');
+    if (!this.#pool) {
+      const self = new URL(import.meta.url);
+      const isTs = self.pathname.endsWith('.ts');
+      const filename = new URL(isTs ? './decode-worker.ts' : './decode-worker.js', self).href;
+      this.#pool = new Piscina({
+        filename,
+        minThreads: 0,
+        maxThreads: this.threads,
+        idleTimeout: 30_000,
+        ...(isTs ? { execArgv: [...process.execArgv.filter((a) => !a.includes('tsx')), '--import', 'tsx'] } : {}),
+      });
+      // A worker that dies between tasks emits 'error' on the pool; tasks in flight get it instead.
+      this.#pool.on('error', () => {});
+    }
+    return this.#pool;
+  }
+
+  /** Decode one row group (or a schema) to Arrow IPC stream bytes. Failures are DecodeErrors naming the file. */
+  async decode(task: ParquetDecodeTask, transfer: ArrayBuffer[], signal?: AbortSignal): Promise<Uint8Array> {
+    const pool = this.#get();
+    try {
+      const out: unknown = await pool.run(task, { transferList: transfer, ...(signal ? { signal } : {}) });
+      if (!(out instanceof Uint8Array)) throw new DecodeError(`Decoder returned no bytes for ${task.url}`, { url: task.url });
+      return out;
+    } catch (err) {
+      if (signal?.aborted) throw signal.reason ?? err;
+      if (isGranaryError(err)) throw err;
+      const msg = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+      throw new DecodeError(`Cannot decode ${task.schemaOnly ? 'the schema of' : `${task.numRows} rows of`} ${task.url}: ${msg}`, {
+        url: task.url,
+        cause: err,
+      });
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const p = this.#pool;
+    this.#pool = undefined;
+    if (p) await p.destroy();
+  }
+}

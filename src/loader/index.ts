@@ -1,0 +1,11 @@
+export { Dataset } from './dataset.js';
+export type { BatchesOptions, DatasetOptions, FilesDatasetOptions, PartitionInfo } from './dataset.js';
+export { BatchStream } from './stream.js';
+export type { LoaderState, PartitionSource, StreamStats } from './stream.js';
+export { DecodePool } from './decode-pool.js';
+export type { DecodePoolOptions } from './decode-pool.js';
+export { describeParquet, readParquetFooter } from './parquet-footer.js';
+export type { ChunkRange, ParquetFileMeta, ParquetRowGroup } from './parquet-footer.js';
+export { readArrowFile } from './arrow-file.js';
+export type { ArrowBlock, ArrowFileMeta } from './arrow-file.js';
+export { gatherBatch, gatherData } from './gather.js';

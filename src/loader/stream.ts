@@ -1,0 +1,286 @@
+import type { RecordBatch, Schema } from 'apache-arrow';
+import PQueue from 'p-queue';
+import { InternalError } from '../errors.js';
+import { resumeState, type ShuffleResumeState } from '../shuffle/index.js';
+import type { EpochPlanInput, RankPlan } from '../shuffle/types.js';
+import { emptyBatch, gatherBatch } from './gather.js';
+
+/** What the pipeline needs from a dataset format: fetch a partition's bytes, decode them. */
+export interface PartitionSource {
+  readonly schema: Schema;
+  readonly partitionRows: readonly number[];
+  /** Bytes fetching partition `p` reads (counted against `prefetchBytes`). */
+  partitionBytes(p: number): number;
+  fetch(p: number, signal: AbortSignal): Promise<unknown>;
+  decode(p: number, fetched: unknown, signal: AbortSignal): Promise<RecordBatch[]>;
+}
+
+/** `stream.state()`: the shuffle module's resume state plus the rank that saved it. JSON-serialisable. */
+export interface LoaderState extends ShuffleResumeState {
+  rank: number;
+}
+
+export interface StreamStats {
+  batches: number;
+  rows: number;
+  partitionsFetched: number;
+  bytesFetched: number;
+  /** Summed time of partition fetches (they overlap, so this can exceed wall time). */
+  fetchMs: number;
+  /** Summed time of partition decodes (pool tasks, overlapping). */
+  decodeMs: number;
+  /** Main-thread time spent gathering rows into batches. */
+  assembleMs: number;
+  /** Time the consumer waited for data after asking for the next batch. */
+  stallMs: number;
+  /** From the first `next()` to now (or the end). */
+  wallMs: number;
+  rowsPerSec: number;
+  /** Most bytes resident (fetched or being fetched, not yet freed) at once. */
+  peakResidentBytes: number;
+}
+
+export interface StreamConfig {
+  plan: RankPlan;
+  input: EpochPlanInput;
+  prefetch: number;
+  prefetchBytes: number;
+  fetchConcurrency: number;
+  signal?: AbortSignal | undefined;
+  onEnd?: (() => void) | undefined;
+}
+
+interface Slot {
+  bytes: number;
+  /** Resolves with the partition's decoded batches; never rejects unhandled. */
+  done: Promise<RecordBatch[]>;
+  batches?: RecordBatch[];
+  /** Row offset of each decoded batch within the partition. */
+  starts?: number[];
+}
+
+/**
+ * Executes one epoch's `RankPlan`: partitions are fetched in `plan.partitionOrder`,
+ * at most `prefetch` ahead of the batch being assembled and within `prefetchBytes`
+ * (a partition the current batch needs is always started, so one partition larger
+ * than the budget still loads, alone), decoded, gathered into batches, and freed
+ * after `plan.lastUse(p)`.
+ */
+export class BatchStream implements AsyncIterable<RecordBatch> {
+  readonly numBatches: number;
+  readonly #src: PartitionSource;
+  readonly #cfg: StreamConfig;
+  readonly #ac = new AbortController();
+  readonly #queue: PQueue;
+  readonly #slots = new Map<number, Slot>();
+  #next = 0;
+  #batchesDone = 0;
+  #resident = 0;
+  #started = false;
+  #ended = false;
+  readonly #stats = {
+    batches: 0,
+    rows: 0,
+    partitionsFetched: 0,
+    bytesFetched: 0,
+    fetchMs: 0,
+    decodeMs: 0,
+    assembleMs: 0,
+    stallMs: 0,
+    peakResidentBytes: 0,
+  };
+  #t0 = 0;
+  #t1 = 0;
+
+  constructor(src: PartitionSource, cfg: StreamConfig) {
+    this.#src = src;
+    this.#cfg = cfg;
+    this.numBatches = cfg.plan.numBatches;
+    this.#queue = new PQueue({ concurrency: cfg.fetchConcurrency });
+    const onAbort = (): void => this.#ac.abort(cfg.signal?.reason);
+    if (cfg.signal?.aborted) onAbort();
+    else cfg.signal?.addEventListener('abort', onAbort, { once: true });
+    this.#ac.signal.addEventListener('abort', () => cfg.signal?.removeEventListener('abort', onAbort), { once: true });
+  }
+
+  /** A JSON-serialisable resume point: pass it as `resume` to `ds.batches` to continue after the batches consumed so far. */
+  state(): LoaderState {
+    return { ...resumeState(this.#cfg.input, this.#batchesDone), rank: this.#cfg.input.rank };
+  }
+
+  stats(): StreamStats {
+    const end = this.#t1 || performance.now();
+    const wallMs = this.#t0 ? end - this.#t0 : 0;
+    return { ...this.#stats, wallMs, rowsPerSec: wallMs > 0 ? (this.#stats.rows * 1000) / wallMs : 0 };
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<RecordBatch> {
+    if (this.#started) throw new InternalError('A BatchStream can be iterated only once; call ds.batches() again');
+    this.#started = true;
+    return this.#run();
+  }
+
+  /** Stop fetching and decoding; the iterator ends. */
+  cancel(reason?: unknown): void {
+    this.#ac.abort(reason);
+  }
+
+  #schedule(current: number): void {
+    const { plan } = this.#cfg;
+    const order = plan.partitionOrder;
+    while (this.#next < order.length && !this.#ac.signal.aborted) {
+      const p = order[this.#next] as number;
+      const needed = plan.firstUse(p) <= current;
+      if (!needed) {
+        let ahead = 0;
+        for (const q of this.#slots.keys()) if (plan.firstUse(q) > current) ahead++;
+        const bytes = this.#src.partitionBytes(p);
+        if (ahead >= this.#cfg.prefetch) break;
+        if (this.#resident > 0 && this.#resident + bytes > this.#cfg.prefetchBytes) break;
+      }
+      this.#next++;
+      this.#start(p);
+    }
+  }
+
+  #start(p: number): void {
+    const bytes = this.#src.partitionBytes(p);
+    this.#resident += bytes;
+    this.#stats.peakResidentBytes = Math.max(this.#stats.peakResidentBytes, this.#resident);
+    const signal = this.#ac.signal;
+    const done = (async () => {
+      const t0 = performance.now();
+      const fetched = await this.#queue.add(() => this.#src.fetch(p, signal), { signal });
+      const t1 = performance.now();
+      this.#stats.fetchMs += t1 - t0;
+      this.#stats.partitionsFetched++;
+      this.#stats.bytesFetched += bytes;
+      const batches = await this.#src.decode(p, fetched, signal);
+      this.#stats.decodeMs += performance.now() - t1;
+      return batches;
+    })();
+    const slot: Slot = { bytes, done };
+    done.then(
+      (b) => {
+        slot.batches = b;
+        const starts: number[] = [];
+        let n = 0;
+        for (const x of b) {
+          starts.push(n);
+          n += x.numRows;
+        }
+        slot.starts = starts;
+      },
+      () => {},
+    );
+    this.#slots.set(p, slot);
+  }
+
+  #free(p: number): void {
+    const slot = this.#slots.get(p);
+    if (!slot) return;
+    this.#slots.delete(p);
+    this.#resident -= slot.bytes;
+  }
+
+  async *#run(): AsyncGenerator<RecordBatch> {
+    const { plan } = this.#cfg;
+    const signal = this.#ac.signal;
+    this.#t0 = performance.now();
+    try {
+      for (let i = 0; i < plan.numBatches; i++) {
+        if (signal.aborted) throw signal.reason;
+        this.#schedule(i);
+        const rows = plan.batch(i);
+        const parts = [...new Set(rows.partitions)];
+        const tw = performance.now();
+        let waited = false;
+        for (const p of parts) {
+          const slot = this.#slots.get(p);
+          if (!slot) throw new InternalError(`partition ${p} is needed by batch ${i} but was never started`);
+          if (!slot.batches) {
+            waited = true;
+            await abortable(slot.done, signal);
+          }
+        }
+        if (waited) this.#stats.stallMs += performance.now() - tw;
+        const ta = performance.now();
+        const batch = this.#assemble(rows.partitions, rows.rows);
+        this.#stats.assembleMs += performance.now() - ta;
+        for (const p of parts) if (plan.lastUse(p) <= i) this.#free(p);
+        this.#stats.batches++;
+        this.#stats.rows += batch.numRows;
+        this.#batchesDone = i + 1;
+        // Start the next fetches before handing over the batch, so they overlap the training step.
+        this.#schedule(i + 1);
+        yield batch;
+      }
+    } finally {
+      this.#t1 = performance.now();
+      this.#end();
+    }
+  }
+
+  #end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#ac.abort(new DOMException('The batch stream ended', 'AbortError'));
+    this.#queue.clear();
+    for (const p of [...this.#slots.keys()]) this.#free(p);
+    this.#cfg.onEnd?.();
+  }
+
+  #assemble(partitions: Int32Array, rows: Int32Array): RecordBatch {
+    const n = partitions.length;
+    if (n === 0) return emptyBatch(this.#src.schema);
+    const src: RecordBatch[] = [];
+    const srcIndex = new Map<string, number>();
+    const s = new Int32Array(n);
+    const r = new Int32Array(n);
+    for (let k = 0; k < n; k++) {
+      const p = partitions[k] as number;
+      const slot = this.#slots.get(p) as Slot;
+      const starts = slot.starts as number[];
+      const row = rows[k] as number;
+      let b = starts.length - 1;
+      while (b > 0 && (starts[b] as number) > row) b--;
+      const key = `${p}:${b}`;
+      let idx = srcIndex.get(key);
+      if (idx === undefined) {
+        idx = src.length;
+        src.push((slot.batches as RecordBatch[])[b] as RecordBatch);
+        srcIndex.set(key, idx);
+      }
+      s[k] = idx;
+      r[k] = row - (starts[b] as number);
+    }
+    // A contiguous run inside one decoded batch is a zero-copy slice.
+    if (src.length === 1 && n > 0) {
+      let contiguous = true;
+      for (let k = 1; k < n; k++) {
+        if ((r[k] as number) !== (r[0] as number) + k) {
+          contiguous = false;
+          break;
+        }
+      }
+      if (contiguous) return (src[0] as RecordBatch).slice(r[0], (r[0] as number) + n);
+    }
+    return gatherBatch(this.#src.schema, src, s, r);
+  }
+}
+
+async function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) throw signal.reason;
+  let onAbort: (() => void) | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        onAbort = () => reject(signal.reason);
+        signal.addEventListener('abort', onAbort, { once: true });
+      }),
+    ]);
+  } finally {
+    if (onAbort) signal.removeEventListener('abort', onAbort);
+  }
+}
