@@ -248,6 +248,7 @@ export class HttpUfs implements StoreAdapter {
       let headers = res.headers;
       if (res.statusCode === 405 || res.statusCode === 501 || (res.statusCode === 200 && size === undefined)) {
         // No HEAD here (or no length in it): one byte of a GET carries the size in Content-Range.
+        this.#counter.count('stat');
         const g = await this.#send(u, 'GET', s, { range: 'bytes=0-0' });
         const body = await g.body.arrayBuffer();
         this.#counter.read(body.byteLength);

@@ -223,6 +223,7 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<TestHttp
     inFlight++;
     res.on('close', () => {
       rec.completed = res.writableFinished;
+      if (res.headersSent) rec.status = res.statusCode;
       if (--inFlight === 0) {
         const waiters = idleWaiters;
         idleWaiters = [];

@@ -6,7 +6,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { HttpUfs, canonicalHttpUrl, parseHrefs } from '../../src/ufs/http.js';
 import { createUfs } from '../../src/ufs/router.js';
 import type { FileInfo } from '../../src/ufs/types.js';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { startFaultProxy } from '../support/fault-proxy.js';
+import { requireOrSkip, whichBinary } from '../support/services.js';
 import { startHttpServer, type TestHttpServer } from '../support/http-server.js';
 import { describeConformance } from './conformance.js';
 
@@ -261,8 +263,11 @@ describe('HttpUfs', () => {
       res.writeHead(405, { Allow: 'GET' }).end();
       return true;
     };
-    const info = await ufs.stat(url('small.bin'));
+    const h = new HttpUfs();
+    const info = await h.stat(url('small.bin'));
+    await h.close();
     expect(info.size).toBe(small.byteLength);
+    expect(h.requestCounts().stat).toBe(2);
     expect(server.requests.map((r) => [r.method, r.range])).toEqual([
       ['HEAD', undefined],
       ['GET', 'bytes=0-0'],
@@ -326,5 +331,65 @@ describe('HttpUfs', () => {
     await h.close();
     await h.close();
     await expect(h.stat(url('small.bin'))).rejects.toMatchObject({ code: 'GRANARY_ERR_CLOSED' });
+  });
+});
+
+const python = whichBinary('/usr/bin/python3') ?? whichBinary('python3');
+const hasPython = requireOrSkip('python3', python !== undefined, 'no python3 to run `python3 -m http.server` (apt-get install python3)');
+
+describe.runIf(hasPython)('HttpUfs against python3 -m http.server (no ETag, no Range before Python 3.13, HTTP/1.0)', () => {
+  let root: string;
+  let child: ChildProcess;
+  let base: string;
+  const data = randomBytes(300_000);
+
+  beforeAll(async () => {
+    root = await mkdtemp(join(tmpdir(), 'granary-pyhttp-'));
+    await putFile(root, 'set/b/2.bin', data.subarray(0, 1000));
+    await putFile(root, 'set/a b/1.bin', data);
+    await putFile(root, 'set/ü.bin', data.subarray(0, 10));
+    child = spawn(python as string, ['-u', '-m', 'http.server', '0', '--bind', '127.0.0.1', '--directory', root], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const port = await new Promise<number>((resolve, reject) => {
+      let out = '';
+      child.stdout?.on('data', (b: Buffer) => {
+        out += b.toString();
+        const m = /port (\d+)/.exec(out);
+        if (m) resolve(Number(m[1]));
+      });
+      child.once('exit', (code) => reject(new Error(`python3 -m http.server exited with ${String(code)}: ${out}`)));
+    });
+    base = `http://127.0.0.1:${port}/`;
+  }, 30_000);
+
+  afterAll(async () => {
+    if (child.pid !== undefined && child.exitCode === null) {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      process.kill(child.pid, 'SIGTERM');
+      await exited;
+    }
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('lists, stats and reads exact bytes', async () => {
+    const h = new HttpUfs();
+    try {
+      const listed = await collect(h.list(`${base}set/`));
+      // Sorted by URL bytes: '%' sorts before letters.
+      expect(listed.map((f) => f.url)).toEqual([`${base}set/%C3%BC.bin`, `${base}set/a%20b/1.bin`, `${base}set/b/2.bin`]);
+      expect(listed.map((f) => f.size)).toEqual([10, data.byteLength, 1000]);
+      const info = listed[1] as FileInfo;
+      for (const [o, l] of [
+        [0, 10],
+        [123_456, 1000],
+        [data.byteLength - 1, 1],
+      ] as const) {
+        expect(Buffer.from(await h.read(info.url, o, l, { etag: info.etag })).equals(data.subarray(o, o + l))).toBe(true);
+      }
+      await expect(h.read(info.url, data.byteLength - 1, 2)).rejects.toMatchObject({ code: 'GRANARY_ERR_RANGE' });
+      await putFile(root, 'set/a b/1.bin', data.subarray(1));
+      await expect(h.read(info.url, 0, 10, { etag: info.etag })).rejects.toMatchObject({ code: 'GRANARY_ERR_VERSION_CHANGED' });
+    } finally {
+      await h.close();
+    }
   });
 });
