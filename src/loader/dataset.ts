@@ -32,6 +32,11 @@ export interface DatasetOptions {
    * @default max(1, cores - 1)
    */
   decodeThreads?: number | undefined;
+  /**
+   * A decode pool to share between datasets (Parquet only); the dataset does not close it.
+   * @default a pool of its own, ended by `close()`
+   */
+  pool?: DecodePool | undefined;
   /** Abort opening the dataset (listing, footers). */
   signal?: AbortSignal | undefined;
 }
@@ -343,8 +348,10 @@ export class Dataset {
   #threads: number | undefined;
   readonly #streams = new Set<BatchStream>();
   #closed = false;
+  readonly #sharedPool: boolean;
 
-  private constructor(source: PartitionSource, partitions: PartitionInfo[], pool: DecodePool | undefined, threads: number | undefined) {
+  private constructor(source: PartitionSource, partitions: PartitionInfo[], pool: DecodePool | undefined, threads: number | undefined, sharedPool = false) {
+    this.#sharedPool = sharedPool;
     this.#source = source;
     this.#partitions = partitions;
     this.#pool = pool;
@@ -384,7 +391,8 @@ export class Dataset {
       }
     }
     const threads = options.decodeThreads;
-    const pool = new DecodePool({ threads });
+    const shared = options.pool;
+    const pool = shared ?? new DecodePool({ threads });
     let holder: Dataset | undefined = undefined;
     const src = new ParquetSource(fs, metas, columns, () => (holder as Dataset).#getPool());
     try {
@@ -398,11 +406,11 @@ export class Dataset {
         src.schema = pickSchema(schema, columns);
       }
     } catch (err) {
-      await pool.close();
+      if (!shared) await pool.close();
       throw err;
     }
     const partitions = src.parts.map((p, index) => ({ index, url: p.file.url, rows: p.rows, bytes: p.bytes }));
-    holder = new Dataset(src, partitions, pool, threads);
+    holder = new Dataset(src, partitions, pool, threads, shared !== undefined);
     return holder;
   }
 
@@ -479,7 +487,7 @@ export class Dataset {
     const dropLast = options.dropLast ?? false;
     if (options.decodeThreads !== undefined) {
       checkInt('decodeThreads', options.decodeThreads, 1);
-      if (options.decodeThreads !== this.#threads && this.#streams.size === 0 && this.#pool) {
+      if (options.decodeThreads !== this.#threads && this.#streams.size === 0 && this.#pool && !this.#sharedPool) {
         const old = this.#pool;
         this.#pool = undefined;
         void old.close();
@@ -531,7 +539,7 @@ export class Dataset {
     this.#streams.clear();
     const pool = this.#pool;
     this.#pool = undefined;
-    await pool?.close();
+    if (!this.#sharedPool) await pool?.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
