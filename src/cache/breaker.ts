@@ -53,10 +53,10 @@ export class CircuitBreaker {
   }
 
   failure(): void {
-    const wasProbe = this.#state === 'half-open';
+    const wasProbe = this.state === 'half-open';
     this.#probeInFlight = false;
     this.#state = 'open';
-    this.#openUntil = this.#now() + this.#currentCooldown;
     if (wasProbe) this.#currentCooldown = Math.min(this.#maxCooldownMs, this.#currentCooldown * 2);
+    this.#openUntil = this.#now() + this.#currentCooldown;
   }
 }

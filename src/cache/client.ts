@@ -24,6 +24,8 @@ import { Headers, Paths, isWorkerFault } from './protocol.js';
 import { HashRing, ringKey } from './ring.js';
 
 const MiB = 1024 * 1024;
+/** Reads of an object that keeps changing give up after this many versions. */
+const VERSION_RETRIES = 3;
 
 export interface CacheClientOptions {
   /** Find workers in etcd (watching `/granary/<cluster>/workers/`). */
@@ -214,15 +216,15 @@ export class CacheClient implements UnderFileSystem {
     checkRange(url, offset, length);
     if (options.etag !== undefined) return this.#readVersion(url, offset, length, options.etag, options.signal);
     // No version given: read the current one, and if it changes under us, start
-    // over once on the new version, so the result never mixes two versions.
-    const info = await this.stat(url, options);
-    try {
-      return await this.#readVersion(url, offset, length, info.etag, options.signal, info.size);
-    } catch (err) {
-      if (!isGranaryError(err) || err.code !== ErrorCodes.VERSION_CHANGED) throw err;
-      this.#meta.invalidate(url);
-      const fresh = await this.stat(url, options);
-      return this.#readVersion(url, offset, length, fresh.etag, options.signal, fresh.size);
+    // over on the new version (a few times), so the result never mixes two versions.
+    for (let attempt = 1; ; attempt++) {
+      const info = await this.stat(url, options);
+      try {
+        return await this.#readVersion(url, offset, length, info.etag, options.signal, info.size);
+      } catch (err) {
+        if (!isGranaryError(err) || err.code !== ErrorCodes.VERSION_CHANGED || attempt >= VERSION_RETRIES) throw err;
+        this.#meta.invalidate(url);
+      }
     }
   }
 

@@ -193,3 +193,91 @@ describe('cache worker and client over a memory store', () => {
     expect(info.usage.memoryBytes).toBeLessThanOrEqual(info.capacity.memoryBytes + w.pageSize);
   });
 });
+
+describe('cache client details', () => {
+  it('invalidates worker and client caches when it writes or deletes through the cache', async () => {
+    const store = new MemoryUfs();
+    const w = await startWorker({ ufs: store, metadataTtlMs: 600_000 });
+    const client = new CacheClient({ workers: [w.url], ufs: store, metadataTtlMs: 600_000 });
+    try {
+      const u = 's3://bucket/rw/obj.bin';
+      await client.write(u, Buffer.from('first version'));
+      expect(Buffer.from(await client.read(u, 0, 5)).toString()).toBe('first');
+      await client.write(u, Buffer.from('SECOND VERSION!'));
+      expect((await client.stat(u)).size).toBe(15);
+      expect(Buffer.from(await client.read(u, 0, 6)).toString()).toBe('SECOND');
+      // Another client, with nothing cached itself, sees the new version through the worker at once despite the long TTL.
+      const other = new CacheClient({ workers: [w.url], ufs: store, metadataTtlMs: 600_000 });
+      const third = new CacheClient({ workers: [w.url], ufs: store, metadataTtlMs: 600_000 });
+      try {
+        expect((await other.stat(u)).size).toBe(15);
+        await client.delete(u);
+        await expect(third.stat(u)).rejects.toMatchObject({ code: 'GRANARY_ERR_NOT_FOUND' });
+      } finally {
+        await other.close();
+        await third.close();
+      }
+      expect(w.info().usage.memoryPages).toBe(0);
+    } finally {
+      await client.close();
+      await w.close();
+    }
+  });
+
+  it('answers repeated reads from its local page cache without asking a worker', async () => {
+    const store = new MemoryUfs();
+    const data = randomBytes(3 * MiB + 5);
+    await store.write('s3://bucket/local/x.bin', data);
+    const w = await startWorker({ ufs: store });
+    const client = new CacheClient({ workers: [w.url], ufs: store, localCache: { memoryBytes: 16 * MiB } });
+    try {
+      const a = await client.read('s3://bucket/local/x.bin', 1000, 2 * MiB);
+      expect(Buffer.from(a).equals(data.subarray(1000, 1000 + 2 * MiB))).toBe(true);
+      const served = w.info().counters.bytesServed;
+      const b = await client.read('s3://bucket/local/x.bin', 5000, MiB);
+      expect(Buffer.from(b).equals(data.subarray(5000, 5000 + MiB))).toBe(true);
+      expect(w.info().counters.bytesServed).toBe(served);
+      const tail = await client.read('s3://bucket/local/x.bin', 3 * MiB, 5);
+      expect(Buffer.from(tail).equals(data.subarray(3 * MiB))).toBe(true);
+    } finally {
+      await client.close();
+      await w.close();
+    }
+  });
+
+  it('never returns bytes that mix two versions while an object is overwritten during reads', async () => {
+    const store = new MemoryUfs();
+    const u = 's3://bucket/race/obj.bin';
+    const size = 2 * MiB;
+    const version = (n: number): Buffer => Buffer.alloc(size, n);
+    await store.write(u, version(1));
+    const ws = await Promise.all([0, 1].map(() => startWorker({ ufs: store, pageSize: 128 * 1024, metadataTtlMs: 0 })));
+    const client = new CacheClient({ workers: ws.map((w) => w.url), ufs: store, metadataTtlMs: 0, blockSize: 256 * 1024, partSize: 128 * 1024 });
+    try {
+      const seen = new Set<number>();
+      for (let v = 2; v < 40; v++) {
+        // Start a read, let it get going, then overwrite the object under it.
+        const reading = client.read(u, 0, size).then(
+          (got) => {
+            const first = got[0]!;
+            // Every byte of one read comes from one version.
+            expect(got.every((b) => b === first)).toBe(true);
+            seen.add(first);
+          },
+          (err: unknown) => {
+            // An object that changed on every retry is reported, never patched together.
+            expect((err as { code?: string }).code).toBe('GRANARY_ERR_VERSION_CHANGED');
+          },
+        );
+        for (let i = 0; i < v % 5; i++) await new Promise((r) => setImmediate(r));
+        await store.write(u, version(v));
+        await reading;
+      }
+      expect(seen.size).toBeGreaterThan(1);
+      expect(Buffer.from(await client.read(u, 0, size)).equals(version(39))).toBe(true);
+    } finally {
+      await client.close();
+      await Promise.all(ws.map((w) => w.close()));
+    }
+  });
+});
