@@ -98,6 +98,7 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
   #state: RegistrationState = 'registering';
   #lease: Lease | undefined;
   #leaseId: string | undefined;
+  #lastKeepaliveAt: number | undefined;
   #failure: GranaryError | undefined;
   #loop: Promise<void>;
   #closing: Promise<void> | undefined;
@@ -136,6 +137,11 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
   /** The current lease id (decimal string), while registered. */
   get leaseId(): string | undefined {
     return this.#state === 'registered' ? this.#leaseId : undefined;
+  }
+
+  /** When etcd last confirmed the lease (ms since epoch): the registration or its latest keepalive. */
+  get lastKeepaliveAt(): number | undefined {
+    return this.#lastKeepaliveAt;
   }
 
   get info(): WorkerInfo {
@@ -265,6 +271,9 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
         onLost = resolve;
       });
       lease.on('lost', (err: Error) => onLost(err));
+      lease.on('keepaliveSucceeded', () => {
+        if (lease === this.#lease) this.#lastKeepaliveAt = Date.now();
+      });
       // etcd3 types this handler's argument as a keepalive response; it is the error.
       lease.on('keepaliveFailed', (res: unknown) => {
         if (lease !== this.#lease) return;
@@ -288,6 +297,7 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
         }
         this.#lease = lease;
         this.#leaseId = id;
+        this.#lastKeepaliveAt = Date.now();
         this.#state = 'registered';
         attempt = 0;
         if (registrationChannels.registered.hasSubscribers) {

@@ -13,6 +13,7 @@ import {
 import { registerWorker } from '../../src/cache/registration.js';
 import { ClosedError, ErrorCodes, InvalidArgumentError, type GranaryError } from '../../src/errors.js';
 import { etcdAvailable, freePort, startEtcd, type EtcdServer } from '../support/etcd.js';
+import { startFaultProxy } from '../support/fault-proxy.js';
 
 /** Poll `cond` every 50 ms until it holds; fail after `timeoutMs` (an upper bound, not a timing assertion). */
 async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 15_000, what = 'condition'): Promise<void> {
@@ -309,6 +310,47 @@ describe.runIf(etcdAvailable())('EtcdMembership against a real etcd', () => {
       await waitFor(() => ids(m.members()).join() === 'w3', 20_000, 'membership to catch up');
     } finally {
       await m.close();
+    }
+  });
+
+  it('re-lists from scratch when etcd compacted away the revision its watch was cut off at', async () => {
+    const c = cluster();
+    const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: etcd.clientPort } });
+    const errors: { error: Error; terminal: boolean }[] = [];
+    const onError = (msg: unknown) => errors.push(msg as { error: Error; terminal: boolean });
+    subscribe('granary:membership:error', onError);
+    await client.put(workerKey(c, 'w1')).value(JSON.stringify({ id: 'w1', url: 'http://127.0.0.1:7001' }));
+    const m = new EtcdMembership({ endpoints: proxy.url, cluster: c });
+    try {
+      await m.ready();
+      await waitFor(() => m.connected, 15_000, 'watch to connect');
+      expect(ids(m.members())).toEqual(['w1']);
+      // Cut only this membership off; etcd itself stays up and moves on.
+      await proxy.refuse(true, 'unlisten');
+      proxy.resetAll();
+      await waitFor(() => !m.connected, 15_000, 'watch to notice the cut');
+      await client.delete().key(workerKey(c, 'w1'));
+      await client.put(workerKey(c, 'w2')).value(JSON.stringify({ id: 'w2', url: 'http://127.0.0.1:7002' }));
+      const put = await client.put(workerKey(c, 'w3')).value(JSON.stringify({ id: 'w3', url: 'http://127.0.0.1:7003' })).exec();
+      await client.kv.compact({ revision: put.header.revision, physical: true });
+      expect(ids(m.members())).toEqual(['w1']); // still the last known list
+      await proxy.refuse(false);
+      // etcd cancels the resumed watch (its revision is compacted); membership re-lists and watches anew.
+      await waitFor(
+        () => errors.some((e) => !e.terminal && /Watcher canceled/.test(e.error.message)),
+        20_000,
+        'etcd to cancel the compacted watch',
+      );
+      await waitFor(() => ids(m.members()).join() === 'w2,w3', 20_000, 'membership to re-list after compaction');
+      await waitFor(() => m.connected, 15_000, 'the new watch to connect');
+      // And the new watch works.
+      const gone = nextChange(m, (ws) => !ids(ws).includes('w2'));
+      await client.delete().key(workerKey(c, 'w2'));
+      await gone;
+    } finally {
+      unsubscribe('granary:membership:error', onError);
+      await m.close();
+      await proxy.close();
     }
   });
 });

@@ -7,6 +7,7 @@ import { EtcdMembership, workerKey, type WorkerInfo } from '../../src/cache/memb
 import { Registration, registerWorker } from '../../src/cache/registration.js';
 import { ClosedError, ErrorCodes, InvalidArgumentError, type GranaryError } from '../../src/errors.js';
 import { etcdAvailable, freePort, startEtcd, type EtcdServer } from '../support/etcd.js';
+import { startFaultProxy } from '../support/fault-proxy.js';
 
 async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 15_000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -235,6 +236,44 @@ describe.runIf(etcdAvailable())('worker registration against a real etcd', () =>
       }
     } finally {
       await reg.close();
+    }
+  });
+
+  it('treats a failed keepalive as transient: same lease, no departure', async () => {
+    const c = cluster();
+    const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: etcd.clientPort } });
+    const m = new EtcdMembership({ endpoints: etcd.endpoint, cluster: c });
+    const removals: string[] = [];
+    const reg = await registerWorker({
+      endpoints: proxy.url,
+      cluster: c,
+      info: { id: 'w1', url: 'http://127.0.0.1:7001' },
+      ttlSeconds: 10,
+    });
+    let lostCount = 0;
+    reg.on('lost', () => lostCount++);
+    try {
+      await m.ready();
+      await waitFor(() => ids(m.members()).includes('w1'), 15_000, 'w1 to appear');
+      m.subscribe((_ws, ch) => removals.push(...ids(ch.removed)));
+      const lease = reg.leaseId;
+      const failed = once(reg, 'keepaliveFailed');
+      // Cut the worker off from etcd for a moment (far shorter than the 10 s TTL).
+      await proxy.refuse(true, 'unlisten');
+      proxy.resetAll();
+      await failed;
+      const failedAt = Date.now();
+      await proxy.refuse(false);
+      await waitFor(() => (reg.lastKeepaliveAt ?? 0) > failedAt, 20_000, 'a keepalive to succeed again');
+      expect(lostCount).toBe(0);
+      expect(reg.state).toBe('registered');
+      expect(reg.leaseId).toBe(lease);
+      expect(await keyLease(reg.key)).toBe(lease);
+      expect(removals).toEqual([]);
+    } finally {
+      await reg.close();
+      await m.close();
+      await proxy.close();
     }
   });
 });
