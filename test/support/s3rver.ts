@@ -56,7 +56,8 @@ export async function startS3rver(options: StartS3rverOptions = {}): Promise<S3r
     env: {
       ...process.env,
       NODE_OPTIONS: '',
-      S3RVER_MODULE: require.resolve('s3rver'),
+      // A bundled bench (no node_modules beside it) points this at a bundled s3rver.
+      S3RVER_MODULE: process.env.GRANARY_S3RVER_MODULE ?? require.resolve('s3rver'),
       S3RVER_DIR: dir,
       S3RVER_BUCKETS: JSON.stringify(buckets),
     },
