@@ -38,6 +38,7 @@ export function statusForCode(code: GranaryErrorCode): number {
     case ErrorCodes.INVALID_ARGUMENT:
     case ErrorCodes.BAD_REQUEST:
     case ErrorCodes.PATH_ESCAPE:
+    case ErrorCodes.UNSUPPORTED_OPERATION:
       return 400;
     case ErrorCodes.UNAUTHORIZED:
       return 401;
