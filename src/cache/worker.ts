@@ -22,7 +22,7 @@ import { MetadataCache } from './metadata-cache.js';
 import { checkPageSize, DEFAULT_PAGE_SIZE, pageKey, pagesForRange, type PageKey } from './page-key.js';
 import { PageStore, type PageStoreOptions } from './page-store.js';
 import { Headers, Paths, statusForCode } from './protocol.js';
-import { registerWorker, type Registration } from './registration.js';
+import { Registration } from './registration.js';
 import { SingleFlight } from './single-flight.js';
 import type { EvictionPolicyName } from './eviction.js';
 
@@ -50,7 +50,14 @@ export interface WorkerOptions {
   /** How the worker reaches the store (same options as `createUfs`), or a ready store client. */
   ufs?: UfsOptions | UnderFileSystem;
   /** Register in etcd under `/granary/<cluster>/workers/<id>` with a lease; absent: no registration (static membership). */
-  etcd?: { endpoints: string[]; cluster?: string; ttlSeconds?: number };
+  etcd?: {
+    endpoints: string[];
+    cluster?: string;
+    /** Lease TTL in seconds (at least 2): a dead worker leaves the ring after about this long. @default 10 */
+    ttlSeconds?: number;
+    /** How long `startWorker` waits for the first registration before it returns anyway (it keeps trying). @default 10_000 */
+    registerTimeoutMs?: number;
+  };
   /** Require `Authorization: Bearer <token>` on every endpoint but `/healthz`. */
   token?: string;
   /** Store URL prefixes this worker may read; any other URL is refused with `GRANARY_ERR_FORBIDDEN_PREFIX`. @default all */
@@ -247,7 +254,9 @@ class Worker implements CacheWorker {
     const h = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
     this.#url = o.advertiseUrl ?? `http://${h}:${addr.port}`;
     if (o.etcd) {
-      this.#registration = await registerWorker({
+      // Serve at once and register in the background: a worker started while etcd is
+      // down still serves clients that know it, and joins the ring when etcd is back.
+      this.#registration = new Registration({
         endpoints: o.etcd.endpoints,
         cluster: o.etcd.cluster ?? 'default',
         ttlSeconds: o.etcd.ttlSeconds ?? 10,
@@ -260,6 +269,8 @@ class Worker implements CacheWorker {
           pageSize: this.pageSize,
         },
       });
+      this.#registration.on('failed', () => undefined);
+      await this.#registration.whenRegistered({ signal: AbortSignal.timeout(o.etcd.registerTimeoutMs ?? 10_000) }).catch(() => undefined);
     }
   }
 
