@@ -12,7 +12,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -51,6 +51,8 @@ interface Mode {
   ufs: S3Ufs;
   times: number[];
   gets: number[];
+  /** CPU seconds this (client) process spent per read. */
+  cpu: number[];
 }
 
 function median(xs: number[]): number {
@@ -110,7 +112,7 @@ async function main(): Promise<void> {
       ['bare s3rver', s3.endpoint],
     ] as const) {
       // partSize >= SIZE: the whole object in one GetObject on one connection.
-      modes.push({ store, label: 'single GetObject', parallelism: 1, ufs: new S3Ufs({ endpoint, credentials, partSize: SIZE, timeoutMs: 300_000 }), times: [], gets: [] });
+      modes.push({ store, label: 'single GetObject', parallelism: 1, ufs: new S3Ufs({ endpoint, credentials, partSize: SIZE, timeoutMs: 300_000 }), times: [], gets: [], cpu: [] });
       for (const n of PARALLEL) {
         modes.push({
           store,
@@ -119,6 +121,7 @@ async function main(): Promise<void> {
           ufs: new S3Ufs({ endpoint, credentials, partSize: PART, parallelism: n, timeoutMs: 300_000 }),
           times: [],
           gets: [],
+          cpu: [],
         });
       }
     }
@@ -127,9 +130,12 @@ async function main(): Promise<void> {
     for (let run = 0; run < RUNS; run++) {
       for (const m of modes) {
         const before = m.ufs.requestCounts().get;
+        const c0 = process.cpuUsage();
         const t0 = performance.now();
         const got = await m.ufs.read(url, 0, SIZE);
         const seconds = (performance.now() - t0) / 1000;
+        const c = process.cpuUsage(c0);
+        m.cpu.push((c.user + c.system) / 1e6);
         if (!Buffer.from(got.buffer, got.byteOffset, got.byteLength).equals(data)) throw new Error(`${m.store} / ${m.label}: bytes differ`);
         m.times.push(seconds);
         m.gets.push(m.ufs.requestCounts().get - before);
@@ -153,6 +159,7 @@ async function main(): Promise<void> {
       medianMiBps: mibps(t),
       vsSingle: single ? median(single.times) / t : 1,
       getsPerRead: median(m.gets),
+      clientCpuSeconds: median(m.cpu),
       runsSeconds: m.times,
     };
   });
@@ -160,12 +167,12 @@ async function main(): Promise<void> {
     profile.totalBandwidthBps ? `, ${profile.totalBandwidthBps / 1e6} MB/s total` : ''
   }`;
   const lines = [
-    `One ${SIZE / MiB} MiB object, part size ${PART / MiB} MiB, ${RUNS} runs (median), ${cpus().length} CPUs. Emulated cloud = s3rver behind the fault proxy (${profileText}), proxy, s3rver and client in separate processes.`,
+    `One ${SIZE / MiB} MiB object, part size ${PART / MiB} MiB, ${RUNS} runs (median), ${availableParallelism()} CPUs. Emulated cloud = s3rver behind the fault proxy (${profileText}), proxy, s3rver and client in separate processes.`,
     '',
-    '| store | read | GETs | median s | MiB/s | vs single GET |',
-    '| --- | --- | ---: | ---: | ---: | ---: |',
+    '| store | read | GETs | median s | MiB/s | vs single GET | client CPU s |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: |',
     ...rows.map(
-      (r) => `| ${r.store} | ${r.mode} | ${r.getsPerRead} | ${r.medianSeconds.toFixed(2)} | ${r.medianMiBps.toFixed(1)} | ${r.vsSingle.toFixed(2)}x |`,
+      (r) => `| ${r.store} | ${r.mode} | ${r.getsPerRead} | ${r.medianSeconds.toFixed(2)} | ${r.medianMiBps.toFixed(1)} | ${r.vsSingle.toFixed(2)}x | ${r.clientCpuSeconds.toFixed(2)} |`,
     ),
   ];
   console.log(lines.join('\n'));
@@ -173,7 +180,7 @@ async function main(): Promise<void> {
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(
     out,
-    `${JSON.stringify({ bench: 'ufs', date: new Date().toISOString(), sizeBytes: SIZE, partBytes: PART, runs: RUNS, profile: { name: PROFILE_NAME, ...profile }, cpus: cpus().length, rows }, null, 2)}\n`,
+    `${JSON.stringify({ bench: 'ufs', date: new Date().toISOString(), sizeBytes: SIZE, partBytes: PART, runs: RUNS, profile: { name: PROFILE_NAME, ...profile }, cpus: availableParallelism(), rows }, null, 2)}\n`,
   );
   console.log(`\nwrote ${out}`);
 }
