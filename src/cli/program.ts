@@ -1,9 +1,14 @@
 import { createRequire } from 'node:module';
 import { Command, CommanderError } from 'commander';
 import { ErrorCodes } from '../errors.js';
+import { registerCat } from './cat.js';
 import { registerDemo } from './demo.js';
 import { EXIT_USAGE, exitCodeFor, formatError } from './errors.js';
 import { registerGen } from './gen.js';
+import { registerLoad } from './load.js';
+import { registerStat } from './stat.js';
+import { registerWorker } from './worker.js';
+import { registerWorkers } from './workers.js';
 
 function packageVersion(): string {
   // src/cli and dist/cli both sit two levels below package.json.
@@ -28,6 +33,11 @@ export function createProgram(): Command {
     .showHelpAfterError('(add --help for usage)');
   registerGen(program);
   registerDemo(program);
+  registerWorker(program);
+  registerWorkers(program);
+  registerLoad(program);
+  registerCat(program);
+  registerStat(program);
   return program;
 }
 

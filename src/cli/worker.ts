@@ -1,0 +1,148 @@
+import { Option, type Command } from 'commander';
+import type { EvictionPolicyName } from '../cache/eviction.js';
+import { validateCluster, validateEndpoints, validateWorkerId, validateWorkerUrl } from '../cache/membership.js';
+import { checkPageSize, DEFAULT_PAGE_SIZE } from '../cache/page-key.js';
+import { startWorker, type CacheWorker, type WorkerOptions } from '../cache/worker.js';
+import { ConfigError } from '../errors.js';
+import { schemeOf } from '../ufs/url.js';
+import { clusterOption, durationParser, etcdOption, splitList, tokenOption } from './cache-options.js';
+import { checkUsage } from './errors.js';
+import { bytesParser, choiceParser, intParser } from './options.js';
+import { addStoreOptions, ufsFromOptions, type StoreOptions } from './store.js';
+
+const MiB = 1024 * 1024;
+const POLICIES: readonly EvictionPolicyName[] = ['lru', 's3fifo'];
+
+interface WorkerCliOptions extends StoreOptions {
+  host: string;
+  port: number;
+  id?: string | undefined;
+  advertiseUrl?: string | undefined;
+  memory: number;
+  diskDir?: string | undefined;
+  disk: number;
+  pageSize: number;
+  policy: EvictionPolicyName;
+  etcd?: string | undefined;
+  cluster: string;
+  leaseTtl: number;
+  token?: string | undefined;
+  allow?: string[] | undefined;
+  metadataTtl: number;
+  json?: boolean | undefined;
+}
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/** The library options for the command line, checked; anything wrong is a usage error. */
+function workerOptions(o: WorkerCliOptions, command: Command): Omit<WorkerOptions, 'ufs'> {
+  if (o.diskDir === undefined && command.getOptionValueSource('disk') === 'cli') {
+    throw new ConfigError(`--disk ${o.disk} needs --disk-dir: the disk tier lives in a directory`);
+  }
+  const fromCli = (name: string) => command.getOptionValueSource(name) === 'cli';
+  if (o.etcd === undefined && (fromCli('cluster') || fromCli('leaseTtl'))) {
+    throw new ConfigError(`${fromCli('cluster') ? '--cluster' : '--lease-ttl'} needs --etcd (or GRANARY_ETCD): without etcd the worker does not register`);
+  }
+  return checkUsage(() => {
+    checkPageSize(o.pageSize, '--page-size');
+    if (o.id !== undefined) validateWorkerId(o.id, '--id');
+    for (const p of o.allow ?? []) schemeOf(p);
+    if (o.token !== undefined && o.token.length === 0) throw new ConfigError('--token (or GRANARY_TOKEN) is empty; leave it unset for no token');
+    const out: Omit<WorkerOptions, 'ufs'> = {
+      host: o.host,
+      port: o.port,
+      pageSize: o.pageSize,
+      memoryBytes: o.memory,
+      policy: o.policy,
+      metadataTtlMs: o.metadataTtl,
+    };
+    if (o.id !== undefined) out.id = o.id;
+    if (o.advertiseUrl !== undefined) out.advertiseUrl = validateWorkerUrl(o.advertiseUrl, '--advertise-url');
+    if (o.diskDir !== undefined) {
+      out.diskDir = o.diskDir;
+      out.diskBytes = o.disk;
+    }
+    if (o.etcd !== undefined) {
+      validateCluster(o.cluster, '--cluster');
+      out.etcd = { endpoints: [...validateEndpoints(splitList(o.etcd), '--etcd')], cluster: o.cluster, ttlSeconds: o.leaseTtl };
+    }
+    if (o.token !== undefined) out.token = o.token;
+    if (o.allow !== undefined) out.allow = o.allow;
+    return out;
+  });
+}
+
+export function registerWorker(program: Command): void {
+  const cmd = program
+    .command('worker')
+    .description('Run a cache worker: an HTTP server with a memory (and disk) page cache that reads through to the store.')
+    .addOption(new Option('--host <address>', 'address to listen on; loopback unless you mean to serve other machines').default('127.0.0.1'))
+    .addOption(new Option('--port <n>', 'port to listen on; 0 picks a free one').argParser(intParser(0, 65_535)).default(7070))
+    .addOption(new Option('--id <id>', 'worker id; keep it across restarts to own the same keys (default: a random UUID)'))
+    .addOption(new Option('--advertise-url <url>', 'URL clients use to reach this worker (default: http://<host>:<port>)'))
+    .addOption(new Option('--memory <size>', 'memory tier budget').argParser(bytesParser(1)).default(256 * MiB, '256MiB'))
+    .addOption(new Option('--disk-dir <dir>', 'directory of the disk tier (default: no disk tier); a restart on it finds its pages again'))
+    .addOption(new Option('--disk <size>', 'disk tier budget (with --disk-dir)').argParser(bytesParser(1)).default(1024 * MiB, '1GiB'))
+    .addOption(new Option('--page-size <size>', 'cache page size; every worker of a cluster should agree').argParser(bytesParser(1, 0x7fff_ffff)).default(DEFAULT_PAGE_SIZE, '1MiB'))
+    .addOption(new Option('--policy <policy>', 'eviction policy of both tiers').argParser(choiceParser(POLICIES)).default('lru'))
+    .addOption(etcdOption())
+    .addOption(clusterOption())
+    .addOption(new Option('--lease-ttl <seconds>', 'etcd lease TTL: how long a crashed worker stays in the ring').argParser(intParser(2, 3600)).default(10))
+    .addOption(tokenOption('require Authorization: Bearer <token> on every endpoint but /healthz'))
+    .addOption(new Option('--allow <prefix>', 'store URL prefix this worker may read; repeat for more (default: any)').argParser(collect))
+    .addOption(new Option('--metadata-ttl <duration>', 'how long stat and list answers are cached').argParser(durationParser(0)).default(10_000, '10s'))
+    .option('--json', 'print the ready line as JSON: {"id","url"}');
+  addStoreOptions(cmd);
+  cmd.addHelpText(
+    'after',
+    `
+Prints one line once it serves: "granary worker <id> listening on <url>" (or JSON with --json).
+SIGTERM or SIGINT: leave the ring (revoke the etcd lease), finish requests in flight, exit 0.
+
+Examples:
+  granary worker --port 7070 --memory 1GiB --disk-dir /var/cache/granary --disk 20GiB
+  GRANARY_TOKEN=secret granary worker --etcd http://127.0.0.1:2379 --cluster train --allow s3://datasets/`,
+  );
+  cmd.action(async (options: WorkerCliOptions, command: Command) => {
+    const opts = workerOptions(options, command);
+    const ufs = ufsFromOptions(options);
+    let worker: CacheWorker | undefined;
+    let stopping = false;
+    let stopped: () => void = () => undefined;
+    const done = new Promise<void>((resolve) => (stopped = resolve));
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (worker === undefined) {
+        // Still starting (registration waits for etcd for as long as it takes): nothing to hand back yet.
+        process.stderr.write(`granary worker: ${signal} before the worker was ready; exiting\n`);
+        process.exit(1);
+      }
+      if (stopping) {
+        process.stderr.write(`granary worker ${worker.id}: second ${signal}, exiting without waiting\n`);
+        process.exit(1);
+      }
+      stopping = true;
+      process.stderr.write(`granary worker ${worker.id}: ${signal}, leaving the ring and closing\n`);
+      stopped();
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    const slowEtcd =
+      opts.etcd === undefined
+        ? undefined
+        : setTimeout(() => process.stderr.write(`granary worker: still registering in etcd ${opts.etcd?.endpoints.join(',')} (cluster ${opts.etcd?.cluster}) ...\n`), 5000);
+    try {
+      worker = await startWorker({ ...opts, ufs });
+      clearTimeout(slowEtcd);
+      process.stdout.write(options.json ? `${JSON.stringify({ id: worker.id, url: worker.url })}\n` : `granary worker ${worker.id} listening on ${worker.url}\n`);
+      await done;
+      await worker.close();
+    } finally {
+      clearTimeout(slowEtcd);
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      await ufs.close();
+    }
+  });
+}
