@@ -179,6 +179,22 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   });
 }
 
+/**
+ * Abort `child` when `parent` aborts; returns the unlink function. Used instead of
+ * `AbortSignal.any`, which on Node 20 keeps every combined signal reachable from a
+ * long-lived parent (a loader's signal passed to thousands of reads).
+ */
+function linkAbort(parent: AbortSignal | undefined, child: AbortController): () => void {
+  if (!parent) return () => undefined;
+  if (parent.aborted) {
+    child.abort(parent.reason);
+    return () => undefined;
+  }
+  const onAbort = (): void => child.abort(parent.reason);
+  parent.addEventListener('abort', onAbort, { once: true });
+  return () => parent.removeEventListener('abort', onAbort);
+}
+
 type SdkBody = AsyncIterable<Uint8Array> & { destroy(err?: Error): void };
 
 /**
@@ -377,7 +393,8 @@ export class S3Ufs implements StoreAdapter {
       return await this.#written(url, size, res.ETag, options);
     } catch (err) {
       if (options.signal?.aborted) throw options.signal.reason;
-      throw this.#mapError(err, url, 'write', 1);
+      // The upload client retried each part itself, up to maxAttempts.
+      throw this.#mapError(err, url, 'write', this.#maxAttempts);
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
     }
@@ -440,20 +457,20 @@ export class S3Ufs implements StoreAdapter {
       throwIfAborted(callerSignal);
       if (this.#closed) throw new ClosedError(`S3 adapter was closed during ${op} of ${url}`, { url });
       const deadline = new AbortController();
-      const timer = setTimeout(
-        () => deadline.abort(new TimeoutError(`S3 ${op} of ${url} timed out after ${this.#timeoutMs} ms (attempt ${attempt} of ${this.#maxAttempts})`, { url })),
-        this.#timeoutMs,
-      );
-      const signal = callerSignal ? AbortSignal.any([callerSignal, deadline.signal]) : deadline.signal;
+      const timedOut = new TimeoutError(`S3 ${op} of ${url} timed out after ${this.#timeoutMs} ms (attempt ${attempt} of ${this.#maxAttempts})`, { url });
+      const timer = setTimeout(() => deadline.abort(timedOut), this.#timeoutMs);
+      const link = linkAbort(callerSignal, deadline);
+      const signal = deadline.signal;
       let mapped: unknown;
       try {
         return await fn(signal, attempt);
       } catch (err) {
         if (callerSignal?.aborted) throw callerSignal.reason;
         if (this.#closed) throw new ClosedError(`S3 adapter was closed during ${op} of ${url}`, { url, cause: err });
-        mapped = deadline.signal.aborted ? (deadline.signal.reason as unknown) : this.#mapError(err, url, op, attempt);
+        mapped = deadline.signal.reason === timedOut ? timedOut : this.#mapError(err, url, op, attempt);
       } finally {
         clearTimeout(timer);
+        link();
       }
       if (!isRetryableError(mapped) || attempt >= this.#maxAttempts) throw mapped;
       const cap = Math.min(this.#retryMaxDelayMs, this.#retryBaseDelayMs * 2 ** (attempt - 1));
@@ -586,7 +603,8 @@ export class S3Ufs implements StoreAdapter {
     const parts: Array<[number, number]> = [];
     for (let at = 0; at < out.byteLength; at += this.#partSize) parts.push([at, Math.min(this.#partSize, out.byteLength - at)]);
     const stopAll = new AbortController();
-    const signal = callerSignal ? AbortSignal.any([callerSignal, stopAll.signal]) : stopAll.signal;
+    const unlink = linkAbort(callerSignal, stopAll);
+    const signal = stopAll.signal;
     let firstError: unknown;
     const failed = (err: unknown): void => {
       if (firstError === undefined) firstError = err;
@@ -627,6 +645,7 @@ export class S3Ufs implements StoreAdapter {
     }
     for (let i = 1; i < this.#parallelism && firstError === undefined; i++) workers.push(run());
     await Promise.allSettled(workers);
+    unlink();
     if (callerSignal?.aborted) throw callerSignal.reason;
     if (firstError !== undefined) throw firstError;
   }
