@@ -58,24 +58,26 @@ export class UfsRouter implements UnderFileSystem {
     return total;
   }
 
-  stat(url: string, options?: OpOptions): Promise<FileInfo> {
+  // Every method is async so that a bad URL rejects rather than throws.
+
+  async stat(url: string, options?: OpOptions): Promise<FileInfo> {
     return this.adapterFor(url).stat(url, options);
   }
 
-  list(prefixUrl: string, options?: OpOptions): AsyncIterable<FileInfo> {
-    return this.adapterFor(prefixUrl).list(prefixUrl, options);
+  async *list(prefixUrl: string, options?: OpOptions): AsyncIterable<FileInfo> {
+    yield* this.adapterFor(prefixUrl).list(prefixUrl, options);
   }
 
-  read(url: string, offset: number, length: number, options?: ReadOptions): Promise<Uint8Array> {
+  async read(url: string, offset: number, length: number, options?: ReadOptions): Promise<Uint8Array> {
     return this.adapterFor(url).read(url, offset, length, options);
   }
 
-  write(url: string, data: WriteData, options?: OpOptions): Promise<FileInfo> {
+  async write(url: string, data: WriteData, options?: OpOptions): Promise<FileInfo> {
     throwIfAborted(options?.signal);
     return this.adapterFor(url).write(url, data, options);
   }
 
-  delete(url: string, options?: OpOptions): Promise<void> {
+  async delete(url: string, options?: OpOptions): Promise<void> {
     return this.adapterFor(url).delete(url, options);
   }
 

@@ -29,7 +29,7 @@ async function putFile(root: string, rel: string, bytes: Uint8Array): Promise<vo
   await rename(tmp, p);
 }
 
-describeConformance('HTTP over a loopback file server', async () => {
+describeConformance('HTTP over a loopback file server', { writable: false, buckets: false, credentials: true }, async () => {
   const root = await mkdtemp(join(tmpdir(), 'granary-http-conf-'));
   const server = await startHttpServer({ root, auth: 'Bearer good-token' });
   const ufs = new HttpUfs({ headers: { Authorization: 'Bearer good-token' }, retryBaseMs: 10 });
@@ -39,7 +39,6 @@ describeConformance('HTTP over a loopback file server', async () => {
     urlFor: (rel) => `${server.url}c/${encodeRel(rel)}`,
     put: (rel, bytes) => putFile(root, `c/${rel}`, bytes),
     badCredentials: () => new HttpUfs({ headers: { Authorization: 'Bearer wrong' }, maxAttempts: 1 }),
-    writable: false,
     listable: true,
     async close() {
       await ufs.close();

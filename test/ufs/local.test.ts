@@ -17,14 +17,29 @@ async function collect(it: AsyncIterable<FileInfo>): Promise<FileInfo[]> {
   return out;
 }
 
-describeConformance('local files', async () => {
+describeConformance('local files', { writable: true, buckets: false, credentials: false }, async () => {
   const root = await mkdtemp(join(tmpdir(), 'granary-local-conf-'));
   const ufs = new LocalUfs({ root, fsync: false });
   return {
     ufs,
     base: `${href(join(root, 'c'))}/`,
     urlFor: (rel) => href(join(root, 'c', rel)),
-    writable: true,
+    listable: true,
+    async close() {
+      await ufs.close();
+      await rm(root, { recursive: true, force: true });
+    },
+  };
+});
+
+// The same suite through the scheme router, as `createUfs()` users meet it.
+describeConformance('local files through createUfs', { writable: true, buckets: false, credentials: false }, async () => {
+  const root = await mkdtemp(join(tmpdir(), 'granary-router-conf-'));
+  const ufs = createUfs({ file: { root, fsync: false } });
+  return {
+    ufs,
+    base: `${href(join(root, 'c'))}/`,
+    urlFor: (rel) => href(join(root, 'c', rel)),
     listable: true,
     async close() {
       await ufs.close();

@@ -6,7 +6,7 @@ import { describeConformance } from './conformance.js';
 const reason = swiftUnavailableReason();
 const available = requireOrSkip('OpenStack Swift', reason === undefined, reason ?? '');
 
-describeConformance('s3 (OpenStack Swift s3api)', async () => {
+describeConformance('s3 (OpenStack Swift s3api)', { writable: true, buckets: true, credentials: true }, async () => {
   if (!available) return undefined;
   const swift = await startSwift({ buckets: ['conformance'] });
   if (!swift) return undefined;
@@ -21,7 +21,6 @@ describeConformance('s3 (OpenStack Swift s3api)', async () => {
   return {
     ufs,
     base: 's3://conformance/suite/',
-    writable: true,
     listable: true,
     missingBucketUrl: 's3://no-such-bucket-here/x.bin',
     // Swift verifies SigV4 signatures, so a wrong secret for a real user is refused.

@@ -6,7 +6,7 @@ import { S3Ufs, type S3UfsOptions } from '../../src/ufs/s3.js';
 import { startS3rver, type S3rverHandle } from '../support/s3rver.js';
 import { describeConformance } from './conformance.js';
 
-describeConformance('s3 (s3rver)', async () => {
+describeConformance('s3 (s3rver)', { writable: true, buckets: true, credentials: true }, async () => {
   const s3 = await startS3rver({ buckets: ['conformance'] });
   const options: S3UfsOptions = {
     endpoint: s3.endpoint,
@@ -20,7 +20,6 @@ describeConformance('s3 (s3rver)', async () => {
   return {
     ufs,
     base: 's3://conformance/suite/',
-    writable: true,
     listable: true,
     missingBucketUrl: 's3://no-such-bucket-here/x.bin',
     // s3rver checks that the access key exists but does not verify SigV4 signatures, so a
