@@ -1,4 +1,8 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -278,6 +282,47 @@ describe('cache client details', () => {
     } finally {
       await client.close();
       await Promise.all(ws.map((w) => w.close()));
+    }
+  });
+});
+
+describe('cache worker edge cases', () => {
+  it('refuses file:// path traversal and URLs outside its root with a coded 400', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'granary-worker-root-'));
+    await writeFile(join(root, 'ok.bin'), 'fine');
+    const w = await startWorker({ ufs: { file: { root } } });
+    try {
+      const ok = await fetch(`${w.url}/v1/read?url=${encodeURIComponent(pathToFileURL(join(root, 'ok.bin')).href)}&offset=0&length=4`);
+      expect(ok.status).toBe(200);
+      expect(await ok.text()).toBe('fine');
+      for (const bad of [`file://${root}/../../etc/passwd`, `file://${root}/%2e%2e/%2e%2e/etc/passwd`, 'file:///etc/passwd']) {
+        const res = await fetch(`${w.url}/v1/read?url=${encodeURIComponent(bad)}&offset=0&length=1`);
+        expect(res.status, bad).toBe(400);
+        expect(((await res.json()) as { code: string }).code, bad).toBe('GRANARY_ERR_PATH_ESCAPE');
+      }
+    } finally {
+      await w.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('reads from the next worker on the ring when replication is on and the owner is down', async () => {
+    const store = new MemoryUfs();
+    const data = randomBytes(4 * MiB);
+    await store.write('s3://bucket/rep/x.bin', data);
+    const ws = await Promise.all([0, 1, 2].map((i) => startWorker({ id: `r${i}`, ufs: store })));
+    const urls = ws.map((w) => w.url);
+    await ws[0]!.close();
+    const client = new CacheClient({ workers: urls, ufs: store, replicas: 2, blockSize: 256 * 1024, partSize: 256 * 1024 });
+    try {
+      const got = await client.read('s3://bucket/rep/x.bin', 0, data.byteLength);
+      expect(Buffer.from(got).equals(data)).toBe(true);
+      // Every block had a live replica: nothing was read from the store by the client itself.
+      expect(client.stats().fallbacks).toBe(0);
+      expect(client.stats().ufs.get).toBe(0);
+    } finally {
+      await client.close();
+      await Promise.all(ws.slice(1).map((w) => w.close()));
     }
   });
 });
