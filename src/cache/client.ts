@@ -20,6 +20,7 @@ import { EtcdMembership, StaticMembership, type Membership, type WorkerInfo } fr
 import { MetadataCache } from './metadata-cache.js';
 import { pageKey, pagesForRange } from './page-key.js';
 import { PageStore } from './page-store.js';
+import { routeAccesses, type HintRequest, type HintResponse } from './hints.js';
 import { Headers, Paths, isWorkerFault } from './protocol.js';
 import { HashRing, ringKey } from './ring.js';
 
@@ -256,6 +257,37 @@ export class CacheClient implements UnderFileSystem {
         ),
       ),
     );
+  }
+
+  /**
+   * Tell the workers what job `jobId` will read, and where it is (docs/hints.md). Each
+   * access goes to the worker that owns its block; the other fields (`cursor`,
+   * `readFrom`, `lookahead`, `ttlMs`, `reset`, `end`) go to every worker. Hints are
+   * advice: a worker that fails or refuses them is counted in `failed`, never thrown.
+   *
+   * @example
+   * await fs.hint('job-7', { reset: true, cursor: 0, accesses: [{ url, etag, offset: 0, length: 4 << 20, pos: 0 }] });
+   * await fs.hint('job-7', { end: true });
+   */
+  async hint(jobId: string, hint: Omit<HintRequest, 'job'>, options: OpOptions = {}): Promise<{ accepted: number; dropped: number; failed: number }> {
+    if (this.#closed) throw new ClosedError(`CacheClient is closed (hints of job ${jobId})`);
+    throwIfAborted(options.signal);
+    const members = this.#membership.members();
+    const byWorker = routeAccesses(hint.accesses ?? [], this.#blockSize, (url, etag, block) => this.#ring.owners(ringKey(url, etag, block), 1)[0]?.id);
+    const out = { accepted: 0, dropped: 0, failed: 0 };
+    await Promise.all(
+      members.map(async (w) => {
+        const accesses = byWorker.get(w.id);
+        try {
+          const r = await this.#postJson<HintResponse>(w, Paths.hints, { ...hint, job: jobId, accesses }, options.signal);
+          out.accepted += r.accepted;
+          out.dropped += r.dropped;
+        } catch {
+          out.failed++;
+        }
+      }),
+    );
+    return out;
   }
 
   /**

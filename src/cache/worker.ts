@@ -25,6 +25,7 @@ import { Headers, Paths, statusForCode } from './protocol.js';
 import { Registration } from './registration.js';
 import { SingleFlight } from './single-flight.js';
 import type { EvictionPolicyName } from './eviction.js';
+import { WorkerHints, parseHintRequest, type WorkerHintOptions, type WorkerHintStats } from './hints.js';
 
 const MiB = 1024 * 1024;
 
@@ -68,6 +69,12 @@ export interface WorkerOptions {
   maxReadBytes?: number;
   /** Largest run of consecutive missing pages fetched from the store in one request. @default 8 */
   fetchRunPages?: number;
+  /**
+   * Clairvoyant hints (`POST /v1/hints`, docs/hints.md): prefetch the pages jobs announce,
+   * and evict by their next use (Belady; LRU for unhinted pages) when `policy` is `'lru'`.
+   * `false` refuses hints and keeps the plain policy. @default {} (on)
+   */
+  hints?: boolean | WorkerHintOptions;
 }
 
 export interface LoadRange {
@@ -94,6 +101,8 @@ export interface WorkerInfoResponse {
   capacity: { memoryBytes: number; diskBytes: number };
   usage: { memoryBytes: number; diskBytes: number; memoryPages: number; diskPages: number };
   counters: { hits: number; misses: number; storeRequests: number; bytesServed: number; bytesFromStore: number; evictions: number };
+  /** Hint registry, prefetch and read-class counters; absent when hints are off. */
+  hints?: WorkerHintStats;
 }
 
 export interface CacheWorker extends AsyncDisposable {
@@ -146,6 +155,7 @@ class Worker implements CacheWorker {
   readonly #allow: string[] | undefined;
   readonly #maxReadBytes: number;
   readonly #fetchRunPages: number;
+  readonly #hints: WorkerHints | undefined;
   readonly #abort = new AbortController();
 
   readonly registry = new Registry();
@@ -177,6 +187,9 @@ class Worker implements CacheWorker {
     }
     this.#maxReadBytes = positiveInt('maxReadBytes', opts.maxReadBytes ?? 256 * MiB);
     this.#fetchRunPages = positiveInt('fetchRunPages', opts.fetchRunPages ?? 8);
+    if (opts.hints !== false) {
+      this.#hints = new WorkerHints(this.pageSize, { runPages: this.#fetchRunPages, ...(opts.hints === true ? {} : opts.hints) });
+    }
     this.#meta = new MetadataCache({ ttlMs: positiveInt('metadataTtlMs', opts.metadataTtlMs ?? 10_000, 0) });
     if (isUfs(opts.ufs)) {
       this.#ufs = opts.ufs;
@@ -235,11 +248,24 @@ class Worker implements CacheWorker {
       memoryBytes: o.memoryBytes ?? 256 * MiB,
       policy: o.policy ?? 'lru',
     };
+    const belady = this.#hints !== undefined && storeOpts.policy === 'lru';
+    if (belady && this.#hints) storeOpts.policy = this.#hints.policy;
     if (o.diskDir !== undefined) {
       storeOpts.diskDir = o.diskDir;
       storeOpts.diskBytes = o.diskBytes ?? 1024 * MiB;
     }
     this.#store = await PageStore.open(storeOpts);
+    this.#hints?.attach(
+      {
+        has: (k) => this.#store.has(k),
+        hasRoom: () => {
+          const s = this.#store.stats();
+          return s.memoryBytes + this.pageSize <= s.memoryBudget;
+        },
+        fetch: (url, etag, first, count) => this.#prefetch(url, etag, first, count),
+      },
+      belady,
+    );
     this.#m.capacity.set({ tier: 'memory' }, storeOpts.memoryBytes);
     this.#m.capacity.set({ tier: 'disk' }, storeOpts.diskBytes ?? 0);
     const host = o.host ?? '127.0.0.1';
@@ -283,6 +309,7 @@ class Worker implements CacheWorker {
       capacity: { memoryBytes: this.#opts.memoryBytes ?? 256 * MiB, diskBytes: this.#opts.diskDir ? (this.#opts.diskBytes ?? 1024 * MiB) : 0 },
       usage: { memoryBytes: s.memoryBytes, diskBytes: s.diskBytes, memoryPages: s.memoryPages, diskPages: s.diskPages },
       counters: { ...this.#counters, evictions: s.evictions },
+      ...(this.#hints ? { hints: this.#hints.stats() } : {}),
     };
   }
 
@@ -304,6 +331,7 @@ class Worker implements CacheWorker {
       setTimeout(() => this.#server.closeAllConnections(), 2000).unref();
     });
     this.#abort.abort(new ClosedError(`Worker ${this.id} is closed`));
+    this.#hints?.close();
     await this.#store.close();
     if (this.#ownsUfs) await this.#ufs.close();
   }
@@ -331,6 +359,8 @@ class Worker implements CacheWorker {
           return await this.#handleInvalidate(u, res);
         case `POST ${Paths.load}`:
           return this.#json(res, 202, this.#startLoad(await readJsonBody(req)));
+        case `POST ${Paths.hints}`:
+          return this.#handleHints(await readJsonBody(req), res);
         case `GET ${Paths.jobs}`:
           return this.#handleJob(u, res);
         case `GET ${Paths.info}`:
@@ -374,6 +404,10 @@ class Worker implements CacheWorker {
       throw new BadRequestError(`Range of ${length} bytes exceeds this worker's maxReadBytes ${this.#maxReadBytes} (${url})`, { url });
     }
     const etag = u.searchParams.get('etag') ?? undefined;
+    if (this.#hints && etag !== undefined) {
+      const { first, count } = pagesForRange(offset, length, this.pageSize);
+      this.#hints.classify(Array.from({ length: count }, (_, i) => pageKey(url, etag, first + i)));
+    }
     const { bytes, info, hit } = await this.readRange(url, offset, length, etag);
     res.setHeader(Headers.etag, info.etag);
     res.setHeader(Headers.cache, hit);
@@ -566,7 +600,8 @@ class Worker implements CacheWorker {
         for (let k = 0; k < count; k++) {
           const page = bytes.subarray(k * ps, Math.min(bytes.byteLength, (k + 1) * ps));
           out.push(page);
-          await this.#store.put(keys[k] as PageKey, page);
+          // Belady's bypass: a page needed later than everything resident is served, not kept.
+          if (this.#hints?.admitsKey(keys[k] as PageKey) ?? true) await this.#store.put(keys[k] as PageKey, page);
         }
         return out;
       })();
@@ -576,6 +611,25 @@ class Worker implements CacheWorker {
   }
 
   // ---- preload ----
+  // ---- hints ----
+
+  #handleHints(body: unknown, res: ServerResponse): void {
+    if (!this.#hints) throw new BadRequestError(`Worker ${this.id} runs without hints (startWorker({ hints: false }))`);
+    const req = parseHintRequest(body);
+    // A hint makes the worker read the store, so it is held to `allow` like a read.
+    for (const a of req.accesses ?? []) this.#checkAllowed(a.url);
+    this.#json(res, 200, this.#hints.registry.apply(req));
+  }
+
+  /** A prefetch of hinted pages: the same read-through (and single flight) as a read. */
+  async #prefetch(url: string, etag: string, first: number, count: number): Promise<void> {
+    if (this.#closing) return;
+    const info = await this.#version(url, etag);
+    const last = Math.min(first + count, Math.ceil(info.size / this.pageSize));
+    if (last <= first) return;
+    await Promise.all(this.#fetchRun(url, info, first, last - first));
+  }
+
 
   #startLoad(body: unknown): LoadJob {
     const ranges = parseLoadBody(body);

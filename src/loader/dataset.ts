@@ -17,6 +17,7 @@ import { readArrowFile, type ArrowFileMeta } from './arrow-file.js';
 import { DecodePool } from './decode-pool.js';
 import type { Piece } from './decode-parquet.js';
 import { describeParquet, readParquetFooter, rowGroupFooter, schemaOnlyFooter, type ParquetFileMeta } from './parquet-footer.js';
+import { LoaderHints, isHintTarget, type HintRange, type LoaderHintOptions } from './hints.js';
 import { BatchStream, type LoaderState, type PartitionSource } from './stream.js';
 
 export interface DatasetOptions {
@@ -100,6 +101,13 @@ export interface BatchesOptions {
   dropLast?: boolean | undefined;
   /** A `stream.state()` saved earlier: yields exactly the batches that run had not yet yielded. */
   resume?: LoaderState | undefined;
+  /**
+   * Send the cache workers this epoch's reads ahead of time, so they prefetch them and
+   * keep what is still to be read (docs/hints.md). Needs `fs` to take hints (a
+   * `CacheClient`); ignored otherwise. Never changes what is yielded.
+   * @default false
+   */
+  hints?: boolean | LoaderHintOptions | undefined;
   signal?: AbortSignal | undefined;
 }
 
@@ -175,21 +183,25 @@ class ParquetSource implements PartitionSource {
     return this.parts[p]?.bytes ?? 0;
   }
 
-  async fetch(p: number, signal: AbortSignal): Promise<unknown> {
+  ranges(p: number): HintRange[] {
     const part = this.parts[p];
     if (!part) throw new InvalidArgumentError(`No partition ${p}`);
     const { file } = part;
     const rg = file.rowGroups[part.rowGroup];
     if (!rg) throw new InvalidArgumentError(`No row group ${part.rowGroup} in ${file.url}`);
     // Coalesce chunks that touch: one request instead of several.
-    const merged: { offset: number; length: number }[] = [];
+    const merged: HintRange[] = [];
     for (const r of [...rg.ranges].sort((a, b) => a.offset - b.offset)) {
       const last = merged[merged.length - 1];
       if (last && r.offset <= last.offset + last.length) last.length = Math.max(last.length, r.offset + r.length - last.offset);
-      else merged.push({ ...r });
+      else merged.push({ url: file.url, etag: file.etag, offset: r.offset, length: r.length });
     }
+    return merged;
+  }
+
+  async fetch(p: number, signal: AbortSignal): Promise<unknown> {
     return Promise.all(
-      merged.map(async (r): Promise<Piece> => ({ offset: r.offset, bytes: await this.fs.read(file.url, r.offset, r.length, { etag: file.etag, signal }) })),
+      this.ranges(p).map(async (r): Promise<Piece> => ({ offset: r.offset, bytes: await this.fs.read(r.url, r.offset, r.length, { etag: r.etag, signal }) })),
     );
   }
 
@@ -253,6 +265,12 @@ class ArrowSource implements PartitionSource {
     return this.parts[p]?.bytes ?? 0;
   }
 
+  ranges(p: number): HintRange[] {
+    const part = this.parts[p] as (typeof this.parts)[number];
+    const b = part.file.batches[part.block] as ArrowFileMeta['batches'][number];
+    return [{ url: part.file.url, etag: part.file.etag, offset: b.offset, length: b.metaDataLength + b.bodyLength }];
+  }
+
   async fetch(p: number, signal: AbortSignal): Promise<unknown> {
     const part = this.parts[p] as (typeof this.parts)[number];
     const b = part.file.batches[part.block] as ArrowFileMeta['batches'][number];
@@ -307,6 +325,12 @@ class FilesSource implements PartitionSource {
 
   partitionBytes(p: number): number {
     return this.groups[p]?.bytes ?? 0;
+  }
+
+  ranges(p: number): HintRange[] {
+    const g = this.groups[p] as (typeof this.groups)[number];
+    if (!this.#withBytes) return [];
+    return g.files.map((f) => ({ url: f.url, etag: f.etag, offset: 0, length: f.size }));
   }
 
   async fetch(p: number, signal: AbortSignal): Promise<unknown> {
@@ -518,7 +542,13 @@ export class Dataset {
       };
     }
     const plan = planEpoch(input);
+    let hints: LoaderHints | undefined;
+    const src = this.#source;
+    if (options.hints !== undefined && options.hints !== false && isHintTarget(src.fs) && src.ranges !== undefined) {
+      hints = new LoaderHints(src.fs, plan.partitionOrder, (p) => src.ranges?.(p) ?? [], options.hints === true ? {} : options.hints);
+    }
     const stream: BatchStream = new BatchStream(this.#source, {
+      hints,
       plan,
       input,
       prefetch,

@@ -5,6 +5,7 @@ import { resumeState, type ShuffleResumeState } from '../shuffle/index.js';
 import type { EpochPlanInput, RankPlan } from '../shuffle/types.js';
 import { emptyBatch, gatherBatch } from './gather.js';
 
+import type { HintRange, StreamHints } from './hints.js';
 /** What the pipeline needs from a dataset format: fetch a partition's bytes, decode them. */
 export interface PartitionSource {
   readonly schema: Schema;
@@ -14,6 +15,9 @@ export interface PartitionSource {
   fetch(p: number, signal: AbortSignal): Promise<unknown>;
   decode(p: number, fetched: unknown, signal: AbortSignal): Promise<RecordBatch[]>;
 }
+  /** The byte ranges fetching partition `p` reads, and where it reads them, for cache hints. */
+  ranges?(p: number): readonly HintRange[];
+  readonly fs?: unknown;
 
 /** `stream.state()`: the shuffle module's resume state plus the rank that saved it. JSON-serialisable. */
 export interface LoaderState extends ShuffleResumeState {
@@ -49,6 +53,8 @@ export interface StreamConfig {
   signal?: AbortSignal | undefined;
   onEnd?: (() => void) | undefined;
 }
+  /** Told when fetches start and finish, to send cache hints (docs/hints.md); never changes what is yielded. */
+  hints?: StreamHints | undefined;
 
 interface Slot {
   bytes: number;
@@ -150,7 +156,8 @@ export class BatchStream implements AsyncIterable<RecordBatch> {
     const signal = this.#ac.signal;
     const done = (async () => {
       const t0 = performance.now();
-      const fetched = await this.#queue.add(() => this.#src.fetch(p, signal), { signal });
+      const fetched = await this.#queue.add(() => this.#src.fetch(p, signal), { signal }).finally(() => this.#cfg.hints?.fetched(p));
+    this.#cfg.hints?.started(p);
       const t1 = performance.now();
       this.#stats.fetchMs += t1 - t0;
       this.#stats.partitionsFetched++;
@@ -227,6 +234,7 @@ export class BatchStream implements AsyncIterable<RecordBatch> {
     this.#ac.abort(new DOMException('The batch stream ended', 'AbortError'));
     this.#queue.clear();
     for (const p of [...this.#slots.keys()]) this.#free(p);
+    this.#cfg.hints?.close();
     this.#cfg.onEnd?.();
   }
 
