@@ -4,8 +4,9 @@
  * bandwidth caps per connection and in total (token buckets), and on command
  * stalls, resets, refused connections and one-way partitions.
  *
- * The kernel here has no `netem`, so this is how benches emulate a cloud store
- * (s3rver behind `PROFILES.emulatedCloud`) and how fault tests break the network.
+ * The kernel here has no `netem`, so this is how `granary demo` and the benches
+ * emulate a cloud store (s3rver behind `PROFILES.emulatedCloud`) and how fault tests
+ * break the network. (`test/support/fault-proxy.ts` re-exports it for the tests.)
  *
  * @example
  * const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: s3.port }, ...PROFILES.emulatedCloud });
@@ -18,7 +19,7 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ClosedError, InvalidArgumentError } from '../../src/errors.js';
+import { ClosedError, InvalidArgumentError } from '../errors.js';
 
 /** Network conditions; every field is live-changeable with `proxy.set()`. 0 means "none" / "unlimited". */
 export interface FaultProfile {

@@ -1,0 +1,140 @@
+/**
+ * A cloud store that needs nothing installed: npm `s3rver` (a runtime dependency)
+ * behind the fault proxy with a network profile, both in one child process of the
+ * same `node`, on 127.0.0.1 and ephemeral ports, storing into a directory.
+ *
+ * A child process rather than the demo's own event loop, for two reasons. The store
+ * and its network must not steal time from the loader they are compared with: on a
+ * 2-core machine an in-process server and proxy would make "the store is slow" mean
+ * "the loader's event loop was busy", and the profile's latency and bandwidth would
+ * stretch with the loader's load. And paginated ListObjectsV2 needs
+ * `--openssl-legacy-provider` (s3rver encrypts continuation tokens with DES), a flag
+ * a process cannot give itself. The child is tied to this one by an IPC channel and
+ * exits when it goes away.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { UnavailableError } from '../errors.js';
+import type { FaultProfile } from '../netem/fault-proxy.js';
+
+export interface EmbeddedS3 extends AsyncDisposable {
+  /** s3rver itself, `http://127.0.0.1:<port>` (path-style): fast, no network profile. */
+  readonly endpoint: string;
+  /** The same store through the fault proxy: what a client in the cloud would see. */
+  readonly proxyEndpoint: string;
+  readonly port: number;
+  readonly proxyPort: number;
+  /** s3rver's built-in account; it checks signatures, so other keys get 403. */
+  readonly credentials: { accessKeyId: 'S3RVER'; secretAccessKey: 'S3RVER' };
+  readonly dir: string;
+  readonly pid: number;
+  /** Stop the process (SIGTERM, then SIGKILL after 3 s). Idempotent. The directory is left as it is. */
+  close(): Promise<void>;
+}
+
+export interface EmbeddedS3Options {
+  /** Where s3rver keeps its objects (created if missing). */
+  dir: string;
+  /** Buckets to create before it answers. */
+  buckets: readonly string[];
+  /** Network conditions of the proxy. */
+  profile: FaultProfile;
+  /** How long to wait for both to listen. @default 20_000 */
+  startTimeoutMs?: number;
+}
+
+/** How to run the child entry: the .ts source through tsx under tsx/vitest, the .js file from dist/. */
+function childCommand(): { entry: string; execArgv: string[] } {
+  const self = new URL(import.meta.url);
+  const isTs = self.pathname.endsWith('.ts');
+  const entry = new URL(isTs ? './store-child.ts' : './store-child.js', self);
+  if (!isTs) return { entry: entry.pathname, execArgv: [] };
+  let tsx = 'tsx';
+  try {
+    tsx = import.meta.resolve('tsx');
+  } catch {
+    // Fall back to resolving `tsx` from the working directory.
+  }
+  return { entry: entry.pathname, execArgv: ['--import', tsx] };
+}
+
+/** Start s3rver and the fault proxy in a child process; resolves once both listen. */
+export async function startEmbeddedS3(options: EmbeddedS3Options): Promise<EmbeddedS3> {
+  const require = createRequire(import.meta.url);
+  const { entry, execArgv } = childCommand();
+  const child = spawn(process.execPath, ['--openssl-legacy-provider', ...execArgv, entry], {
+    env: {
+      ...process.env,
+      NODE_OPTIONS: '',
+      GRANARY_S3RVER_MODULE: process.env.GRANARY_S3RVER_MODULE ?? require.resolve('s3rver'),
+      GRANARY_STORE_DIR: options.dir,
+      GRANARY_STORE_BUCKETS: JSON.stringify(options.buckets),
+      GRANARY_STORE_PROFILE: JSON.stringify(options.profile),
+    },
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
+  const pid = child.pid;
+  if (pid === undefined) throw new UnavailableError(`Could not start the demo store (${process.execPath} ${entry} gave no pid)`);
+  let ports: { s3Port: number; proxyPort: number };
+  try {
+    ports = await waitForReady(child, options.startTimeoutMs ?? 20_000);
+  } catch (err) {
+    await stopChild(child);
+    throw err;
+  }
+  child.stdout?.resume();
+  child.stderr?.resume();
+  // The IPC channel exists only so the child notices our death; it must not keep us alive.
+  child.unref();
+  child.channel?.unref();
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => (closing ??= stopChild(child));
+  return {
+    endpoint: `http://127.0.0.1:${ports.s3Port}`,
+    proxyEndpoint: `http://127.0.0.1:${ports.proxyPort}`,
+    port: ports.s3Port,
+    proxyPort: ports.proxyPort,
+    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+    dir: options.dir,
+    pid,
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
+
+function waitForReady(child: ChildProcess, timeoutMs: number): Promise<{ s3Port: number; proxyPort: number }> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => finish(new UnavailableError(`The demo store (pid ${String(child.pid)}) did not listen within ${timeoutMs} ms; stderr: ${err}`)), timeoutMs);
+    const onOut = (d: Buffer): void => {
+      out += d.toString();
+      const m = /GRANARY_STORE_READY (\{.*\})\n/.exec(out);
+      if (m?.[1]) finish(undefined, JSON.parse(m[1]) as { s3Port: number; proxyPort: number });
+    };
+    const onErr = (d: Buffer): void => {
+      err += d.toString();
+    };
+    const onExit = (code: number | null): void => finish(new UnavailableError(`The demo store exited with code ${String(code)} before listening; stderr: ${err}`));
+    const finish = (e: Error | undefined, p?: { s3Port: number; proxyPort: number }): void => {
+      clearTimeout(timer);
+      child.stdout?.off('data', onOut);
+      child.stderr?.off('data', onErr);
+      child.off('exit', onExit);
+      if (e) reject(e);
+      else if (p) resolve(p);
+    };
+    child.stdout?.on('data', onOut);
+    child.stderr?.on('data', onErr);
+    child.once('exit', onExit);
+  });
+}
+
+async function stopChild(child: ChildProcess, graceMs = 3000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}

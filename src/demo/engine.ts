@@ -1,0 +1,330 @@
+/**
+ * The engine of `granary demo`: an emulated cloud store, two cache workers, and one
+ * training job reading a Parquet dataset, first straight from the store and then for
+ * several shuffled epochs through the cache. Everything runs on this machine and
+ * starts from nothing: s3rver (npm) in a child process, the fault proxy in front of
+ * it, the workers in this process.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import { CacheClient } from '../cache/client.js';
+import { startWorker, type CacheWorker, type WorkerInfoResponse } from '../cache/worker.js';
+import { InvalidArgumentError, UnavailableError, throwIfAborted } from '../errors.js';
+import { generateParquetDataset } from '../gen/parquet.js';
+import { Dataset } from '../loader/dataset.js';
+import { DecodePool } from '../loader/decode-pool.js';
+import type { StreamStats } from '../loader/stream.js';
+import { PROFILES, type FaultProfile } from '../netem/fault-proxy.js';
+import { S3Ufs } from '../ufs/s3.js';
+import type { RequestCounts } from '../ufs/types.js';
+import { startEmbeddedS3, type EmbeddedS3 } from './embedded-s3.js';
+import { PROFILE_NAMES, type ProfileName } from './profiles.js';
+import { trainStep } from './train-step.js';
+
+const MiB = 1024 * 1024;
+export const DEMO_BUCKET = 'granary-demo';
+
+export interface DemoOptions {
+  /** Approximate dataset size in bytes. */
+  sizeBytes: number;
+  /** Parquet files. */
+  files: number;
+  /** Width of the FixedSizeBinary `embedding` column: most of a row's bytes. */
+  embeddingBytes: number;
+  /** Rows per row group; absent: about 8 MiB row groups, at least two per file. */
+  rowGroupRows?: number | undefined;
+  /** Epochs read through the cache (the first is cold). */
+  epochs: number;
+  /** Also read one epoch directly from the store, for comparison. */
+  direct: boolean;
+  batchSize: number;
+  /** Simulated step time per batch, in ms. */
+  stepMs: number;
+  seed: number;
+  /** Cache workers started in this process. */
+  workers: number;
+  /** Memory tier of each worker; absent: enough for the dataset. */
+  workerMemoryBytes?: number | undefined;
+  /** Network profile of the emulated store. */
+  profile: ProfileName;
+  /** etcd endpoints: workers register there and the client watches them. Absent: static membership. */
+  etcd?: readonly string[] | undefined;
+  /** Cluster name in etcd. @default a fresh `demo-<random>` */
+  cluster?: string | undefined;
+  /** Partitions prefetched, fetches in flight and decode threads of the loader. */
+  prefetch: number;
+  fetchConcurrency: number;
+  decodeThreads: number;
+  /** Directory for the store's files (it must exist or be creatable). */
+  storeDir: string;
+  signal?: AbortSignal | undefined;
+  /** Progress and messages. */
+  onEvent?: ((event: DemoEvent) => void) | undefined;
+}
+
+export type DemoEvent =
+  | { type: 'phase'; phase: string; total: number; unit: string }
+  | { type: 'progress'; phase: string; value: number; detail?: string }
+  | { type: 'phase-end'; phase: string }
+  | { type: 'info'; message: string };
+
+export type EpochKind = 'direct' | 'cold' | 'warm';
+
+export interface EpochResult {
+  /** `direct`, `epoch 1`, ... */
+  label: string;
+  kind: EpochKind;
+  /** The loader epoch (the order's seed input); the direct read uses epoch 0, like the cold one. */
+  epoch: number;
+  seconds: number;
+  rows: number;
+  batches: number;
+  rowsPerSec: number;
+  /** Share of page reads the workers answered from their cache; null for the direct read. */
+  cacheHitPct: number | null;
+  /** Requests that reached the store (through the network profile) during the epoch. */
+  storeRequests: number;
+  storeBytes: number;
+  /** Share of the epoch's wall time the training loop waited for data. */
+  stallPct: number;
+  /**
+   * The job's utilization: the simulated accelerator's busy time (`stepMs` per batch)
+   * over the epoch's wall time. Time the host spent late (a busy event loop) counts
+   * against it, as it would on a real GPU.
+   */
+  stepPct: number;
+  /** The loader's own per-stage figures. */
+  loader: StreamStats;
+  /** Reads the client sent straight to the store because no worker answered. */
+  fallbacks: number;
+  /** Checksum of every value the steps read (the same for every epoch: same rows, other order). */
+  checksum: number;
+}
+
+export interface DemoResult {
+  dataset: { url: string; files: number; rows: number; bytes: number; partitions: number; rowGroupRows: number; generateSeconds: number };
+  store: { endpoint: string; profile: ProfileName; settings: FaultProfile; proxy: string };
+  membership: 'static' | 'etcd';
+  cluster?: string;
+  workers: WorkerInfoResponse[];
+  epochs: EpochResult[];
+  options: { batchSize: number; stepMs: number; seed: number; prefetch: number; fetchConcurrency: number; decodeThreads: number };
+  totalSeconds: number;
+}
+
+/** Bytes of one generated row: id (8) + score (4) + label (~4 + offset 4) + embedding. */
+function rowBytes(embeddingBytes: number): number {
+  return embeddingBytes + 20;
+}
+
+/** The dataset shape for the options: rows and rows per row group. */
+export function datasetShape(o: Pick<DemoOptions, 'sizeBytes' | 'files' | 'embeddingBytes' | 'rowGroupRows'>): { rows: number; rowGroupRows: number } {
+  const rows = Math.max(o.files, Math.floor(o.sizeBytes / rowBytes(o.embeddingBytes)));
+  const perFile = Math.ceil(rows / o.files);
+  const rowGroupRows = o.rowGroupRows ?? Math.max(1, Math.min(Math.floor((8 * MiB) / rowBytes(o.embeddingBytes)), Math.ceil(perFile / 2)));
+  return { rows, rowGroupRows };
+}
+
+function storeTotal(c: RequestCounts): number {
+  return c.list + c.stat + c.get + c.put + c.delete;
+}
+
+function sumWorkers(infos: readonly WorkerInfoResponse[]): WorkerInfoResponse['counters'] {
+  const out = { hits: 0, misses: 0, storeRequests: 0, bytesServed: 0, bytesFromStore: 0, evictions: 0 };
+  for (const i of infos) {
+    for (const k of Object.keys(out) as (keyof typeof out)[]) out[k] += i.counters[k];
+  }
+  return out;
+}
+
+function check(name: string, v: number, min: number, max = Number.MAX_SAFE_INTEGER): void {
+  if (!Number.isSafeInteger(v) || v < min || v > max) {
+    throw new InvalidArgumentError(`Expected demo option \`${name}\` to be an integer from ${min} to ${max}, got \`${String(v)}\``);
+  }
+}
+
+/** Run the whole demo and return its measurements. Everything it started is stopped before it returns or throws. */
+export async function runDemo(o: DemoOptions): Promise<DemoResult> {
+  check('sizeBytes', o.sizeBytes, 1);
+  check('files', o.files, 1, 10_000);
+  check('epochs', o.epochs, 1, 100);
+  check('workers', o.workers, 1, 64);
+  check('batchSize', o.batchSize, 1);
+  check('stepMs', o.stepMs, 0, 60_000);
+  if (!(o.profile in PROFILES)) throw new InvalidArgumentError(`Unknown network profile \`${o.profile}\` (known: ${PROFILE_NAMES.join(', ')})`);
+  const emit = (e: DemoEvent): void => o.onEvent?.(e);
+  const signal = o.signal;
+  const started = performance.now();
+  const cleanup: (() => Promise<unknown>)[] = [];
+  try {
+    await mkdir(o.storeDir, { recursive: true });
+    const settings: FaultProfile = { ...PROFILES[o.profile] };
+    const s3: EmbeddedS3 = await startEmbeddedS3({ dir: o.storeDir, buckets: [DEMO_BUCKET], profile: settings });
+    cleanup.push(() => s3.close());
+    emit({ type: 'info', message: `store: s3rver ${s3.endpoint}, seen through the ${o.profile} network profile at ${s3.proxyEndpoint} (child process ${s3.pid}, files in ${o.storeDir})` });
+    const s3Options = (endpoint: string) => ({ endpoint, region: 'us-east-1', credentials: s3.credentials, forcePathStyle: true });
+
+    // Generating is setup, not the thing measured: write straight to s3rver, not through the network profile.
+    const { rows, rowGroupRows } = datasetShape(o);
+    const prefix = `s3://${DEMO_BUCKET}/train/`;
+    const writer = new S3Ufs(s3Options(s3.endpoint));
+    cleanup.push(() => writer.close());
+    emit({ type: 'phase', phase: 'generate', total: o.files, unit: 'files' });
+    let t = performance.now();
+    const summary = await generateParquetDataset(writer, prefix, {
+      rows,
+      files: o.files,
+      rowGroupRows,
+      embeddingBytes: o.embeddingBytes,
+      codec: 'snappy',
+      seed: o.seed,
+      signal,
+      onFile: (_f, i) => emit({ type: 'progress', phase: 'generate', value: i + 1 }),
+    });
+    const generateSeconds = (performance.now() - t) / 1000;
+    emit({ type: 'phase-end', phase: 'generate' });
+
+    const pool = new DecodePool({ threads: o.decodeThreads });
+    cleanup.push(() => pool.close());
+    const store = new S3Ufs(s3Options(s3.proxyEndpoint));
+    cleanup.push(() => store.close());
+    const batchesOptions = (epoch: number) => ({
+      batchSize: o.batchSize,
+      epoch,
+      seed: o.seed,
+      shuffle: true,
+      prefetch: o.prefetch,
+      fetchConcurrency: o.fetchConcurrency,
+      signal,
+    });
+    const epochs: EpochResult[] = [];
+    let partitions = 0;
+
+    const runEpoch = async (
+      ds: Dataset,
+      label: string,
+      kind: EpochKind,
+      epoch: number,
+      before: () => { requests: number; bytes: number; hits: number; misses: number; fallbacks: number },
+    ): Promise<void> => {
+      throwIfAborted(signal);
+      const b0 = before();
+      const total = Math.ceil(ds.numRows / o.batchSize);
+      emit({ type: 'phase', phase: label, total, unit: 'batches' });
+      t = performance.now();
+      const stream = ds.batches(batchesOptions(epoch));
+      let checksum = 0;
+      let n = 0;
+      let rowsSeen = 0;
+      for await (const batch of stream) {
+        checksum += await trainStep(batch, o.stepMs, signal);
+        rowsSeen += batch.numRows;
+        n++;
+        if (n % 4 === 0 || n === total) {
+          const st = stream.stats();
+          const secs = (performance.now() - t) / 1000;
+          emit({ type: 'progress', phase: label, value: n, detail: `${Math.round(rowsSeen / secs)} rows/s, data stall ${pct(st.stallMs, secs * 1000).toFixed(0)}%` });
+        }
+      }
+      const wallMs = performance.now() - t;
+      emit({ type: 'phase-end', phase: label });
+      const b1 = before();
+      const loader = stream.stats();
+      const pages = b1.hits - b0.hits + (b1.misses - b0.misses);
+      epochs.push({
+        label,
+        kind,
+        epoch,
+        seconds: wallMs / 1000,
+        rows: loader.rows,
+        batches: loader.batches,
+        rowsPerSec: loader.rows / (wallMs / 1000),
+        cacheHitPct: kind === 'direct' ? null : pages > 0 ? (100 * (b1.hits - b0.hits)) / pages : 0,
+        storeRequests: b1.requests - b0.requests,
+        storeBytes: b1.bytes - b0.bytes,
+        stallPct: pct(loader.stallMs, wallMs),
+        stepPct: pct(loader.batches * o.stepMs, wallMs),
+        loader,
+        fallbacks: b1.fallbacks - b0.fallbacks,
+        checksum,
+      });
+    };
+
+    if (o.direct) {
+      const ds = await Dataset.parquet(prefix, { fs: store, pool, signal });
+      partitions = ds.partitions.length;
+      await runEpoch(ds, 'direct', 'direct', 0, () => {
+        const c = store.requestCounts();
+        return { requests: storeTotal(c), bytes: c.bytesRead, hits: 0, misses: 0, fallbacks: 0 };
+      });
+      await ds.close();
+    }
+
+    // Workers: enough memory for the whole dataset, with room for the ring's uneven split.
+    const memoryBytes = o.workerMemoryBytes ?? Math.max(64 * MiB, Math.ceil((summary.bytes * 1.5) / o.workers / MiB) * MiB + 64 * MiB);
+    const cluster = o.etcd ? (o.cluster ?? `demo-${randomUUID().slice(0, 8)}`) : undefined;
+    const workers: CacheWorker[] = [];
+    for (let i = 0; i < o.workers; i++) {
+      const w = await startWorker({
+        memoryBytes,
+        ufs: { s3: s3Options(s3.proxyEndpoint) },
+        ...(o.etcd && cluster ? { etcd: { endpoints: [...o.etcd], cluster, ttlSeconds: 5 } } : {}),
+      });
+      workers.push(w);
+      cleanup.push(() => w.close());
+    }
+    emit({ type: 'info', message: `${o.workers} cache workers (${Math.round(memoryBytes / MiB)} MiB memory each): ${workers.map((w) => w.url).join(', ')}${cluster ? ` registered in etcd cluster ${cluster}` : ''}` });
+    const client = new CacheClient({
+      ...(o.etcd && cluster ? { etcd: { endpoints: [...o.etcd], cluster } } : { workers: workers.map((w) => w.url) }),
+      ufs: store,
+    });
+    cleanup.push(() => client.close());
+    await client.ready();
+    if (o.etcd) await waitForMembers(client, o.workers, o.etcd, signal);
+
+    const ds = await Dataset.parquet(prefix, { fs: client, pool, signal });
+    partitions = ds.partitions.length;
+    const cacheCounters = () => {
+      const w = sumWorkers(workers.map((x) => x.info()));
+      const c = client.stats();
+      return {
+        requests: w.storeRequests + c.ufsRequests,
+        bytes: w.bytesFromStore + c.bytesFromUfs,
+        hits: w.hits,
+        misses: w.misses,
+        fallbacks: c.fallbacks,
+      };
+    };
+    for (let e = 0; e < o.epochs; e++) {
+      await runEpoch(ds, `epoch ${e + 1}`, e === 0 ? 'cold' : 'warm', e, cacheCounters);
+    }
+    await ds.close();
+    return {
+      dataset: { url: prefix, files: summary.files.length, rows: summary.rows, bytes: summary.bytes, partitions, rowGroupRows, generateSeconds },
+      store: { endpoint: s3.endpoint, profile: o.profile, settings, proxy: s3.proxyEndpoint },
+      membership: o.etcd ? 'etcd' : 'static',
+      ...(cluster ? { cluster } : {}),
+      workers: workers.map((w) => w.info()),
+      epochs,
+      options: { batchSize: o.batchSize, stepMs: o.stepMs, seed: o.seed, prefetch: o.prefetch, fetchConcurrency: o.fetchConcurrency, decodeThreads: o.decodeThreads },
+      totalSeconds: (performance.now() - started) / 1000,
+    };
+  } finally {
+    for (const c of cleanup.reverse()) await c().catch(() => undefined);
+  }
+}
+
+function pct(part: number, whole: number): number {
+  return whole > 0 ? Math.min(100, (100 * part) / whole) : 0;
+}
+
+async function waitForMembers(client: CacheClient, want: number, endpoints: readonly string[], signal: AbortSignal | undefined): Promise<void> {
+  const deadline = performance.now() + 10_000;
+  while (client.workers().length < want) {
+    throwIfAborted(signal);
+    if (performance.now() > deadline) {
+      throw new UnavailableError(`etcd ${endpoints.join(',')}: only ${client.workers().length} of ${want} demo workers appeared within 10 s`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -1,0 +1,97 @@
+import type { DemoResult, EpochResult } from './engine.js';
+
+/** Decimal units, like the MB/s next to them. */
+export function formatBytes(n: number): string {
+  if (n < 1000) return `${n} B`;
+  const units = ['kB', 'MB', 'GB', 'TB'];
+  let v = n;
+  let u = -1;
+  while (v >= 1000 && u < units.length - 1) {
+    v /= 1000;
+    u++;
+  }
+  return `${v.toFixed(1)} ${units[u] ?? ''}`;
+}
+
+export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+}
+
+/** The columns of the demo's main table, in order. */
+export const EPOCH_COLUMNS = ['epoch', 'seconds', 'rows/s', 'cache hit %', 'store requests', 'store bytes', 'data stall %'] as const;
+
+function epochName(e: EpochResult): string {
+  return e.kind === 'direct' ? 'direct (store)' : `${e.label} (${e.kind})`;
+}
+
+export function epochTable(r: DemoResult): string {
+  return table(
+    EPOCH_COLUMNS,
+    r.epochs.map((e) => [
+      epochName(e),
+      e.seconds.toFixed(1),
+      String(Math.round(e.rowsPerSec)),
+      e.cacheHitPct === null ? '-' : e.cacheHitPct.toFixed(1),
+      String(e.storeRequests),
+      formatBytes(e.storeBytes),
+      e.stallPct.toFixed(1),
+    ]),
+  );
+}
+
+/** The loader's own per-stage figures (`stream.stats()`), one row per epoch. */
+export function stageTable(r: DemoResult): string {
+  return table(
+    ['epoch', 'fetch s', 'decode s', 'assemble s', 'stall s', 'utilization %', 'fallbacks', 'peak resident'],
+    r.epochs.map((e) => [
+      epochName(e),
+      (e.loader.fetchMs / 1000).toFixed(1),
+      (e.loader.decodeMs / 1000).toFixed(1),
+      (e.loader.assembleMs / 1000).toFixed(1),
+      (e.loader.stallMs / 1000).toFixed(1),
+      e.stepPct.toFixed(1),
+      String(e.fallbacks),
+      formatBytes(e.loader.peakResidentBytes),
+    ]),
+  );
+}
+
+/** The whole text report. */
+export function formatReport(r: DemoResult, files: { chart?: string | undefined; json?: string | undefined }): string {
+  const direct = r.epochs.find((e) => e.kind === 'direct');
+  const warm = r.epochs.filter((e) => e.kind === 'warm');
+  const bestWarm = warm.reduce<EpochResult | undefined>((b, e) => (b === undefined || e.rowsPerSec > b.rowsPerSec ? e : b), undefined);
+  const p = r.store.settings;
+  const profile = `${r.store.profile}: ${p.firstByteLatencyMs ?? 0} ms to first byte, ${((p.bandwidthPerConnBps ?? 0) / 1e6).toFixed(0) || 'unlimited'} MB/s per connection`;
+  const lines = [
+    '',
+    `granary demo: ${formatBytes(r.dataset.bytes)} of Parquet (${r.dataset.files} files, ${r.dataset.rows} rows, ${r.dataset.partitions} row groups) in ${r.dataset.url}`,
+    `store: s3rver behind the fault proxy (${profile}); ${r.workers.length} cache workers, ${r.membership} membership${r.cluster ? ` (cluster ${r.cluster})` : ''}`,
+    `loader: batch ${r.options.batchSize}, shuffled (seed ${r.options.seed}), prefetch ${r.options.prefetch}, ${r.options.fetchConcurrency} fetches in flight, ${r.options.decodeThreads} decode threads; simulated step ${r.options.stepMs} ms per batch`,
+    '',
+    epochTable(r),
+    '',
+    'loader stages (fetch and decode are summed over overlapping tasks; stall is time the step waited for the next batch):',
+    stageTable(r),
+    '',
+  ];
+  if (direct && bestWarm) {
+    lines.push(
+      `warm cache vs the store: ${(bestWarm.rowsPerSec / direct.rowsPerSec).toFixed(2)}x the rows/s, data stall ${direct.stallPct.toFixed(0)}% -> ${bestWarm.stallPct.toFixed(0)}%, ` +
+        `utilization ${direct.stepPct.toFixed(0)}% -> ${bestWarm.stepPct.toFixed(0)}%, store requests ${direct.storeRequests} -> ${bestWarm.storeRequests}`,
+    );
+  }
+  const sums = new Set(r.epochs.map((e) => e.checksum));
+  const expected = (r.dataset.rows * (r.dataset.rows - 1)) / 2;
+  lines.push(
+    sums.size === 1 && r.epochs[0]?.checksum === expected
+      ? `every epoch yielded each of the ${r.dataset.rows} rows exactly once (sum of ids ${expected})`
+      : `WARNING: the epochs' sums of ids differ from ${expected}: ${[...sums].join(', ')}`,
+  );
+  lines.push(`generated in ${r.dataset.generateSeconds.toFixed(1)} s; whole demo ${r.totalSeconds.toFixed(1)} s`);
+  if (files.chart) lines.push(`chart: ${files.chart} (open it in a browser)`);
+  if (files.json) lines.push(`results: ${files.json}`);
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,1 @@
+export * from '../../src/netem/fault-proxy.js';
