@@ -1,7 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { CorruptDataError, throwIfAborted } from '../errors.js';
 import type { FileInfo, OpOptions, UnderFileSystem } from '../ufs/types.js';
-import { parseParquetFooter } from './footer.js';
+import { parseFileMetaData, type FileMetaDataLayout } from '../loader/parquet-footer.js';
 import type { DatasetSummary, GeneratedFile } from './types.js';
 
 const MAGIC = 'PAR1';
@@ -57,11 +57,9 @@ export async function parquetLayout(ufs: UnderFileSystem, info: FileInfo, option
   const footerStart = size - 8 - footerLen;
   if (footerStart < 4) throw new CorruptDataError(`Parquet footer length ${footerLen} exceeds file size ${size} of ${url}`, { url });
   const footer = await ufs.read(url, footerStart, footerLen, { signal: options.signal, etag: info.etag });
-  const parsed = parseParquetFooter(footer, url);
+  const parsed = parseFileMetaData(footer, url);
 
-  const ranges: ParquetRange[] = [{ kind: 'magic', offset: 0, length: 4 }];
-  for (const rg of parsed.rowGroups) ranges.push({ kind: 'rowGroup', offset: rg.offset, length: rg.length });
-  if (parsed.pageIndex) ranges.push({ kind: 'pageIndex', ...parsed.pageIndex });
+  const ranges: ParquetRange[] = [{ kind: 'magic', offset: 0, length: 4 }, ...dataRanges(parsed)];
   ranges.push({ kind: 'footer', offset: footerStart, length: footerLen }, { kind: 'tail', offset: size - 8, length: 8 });
   let at = 0;
   for (const r of ranges) {
@@ -71,6 +69,30 @@ export async function parquetLayout(ufs: UnderFileSystem, info: FileInfo, option
     at += r.length;
   }
   return { ranges, numRows: parsed.numRows, footer, tail };
+}
+
+/**
+ * One range per row group (from its first column chunk to the end of its last) and one
+ * for the page indexes of all chunks together, which writers put after the data.
+ */
+function dataRanges(meta: FileMetaDataLayout): ParquetRange[] {
+  const out: ParquetRange[] = [];
+  let indexStart = Infinity;
+  let indexEnd = -Infinity;
+  for (const rg of meta.rowGroups) {
+    const start = Math.min(...rg.columns.map((c) => c.offset));
+    const end = Math.max(...rg.columns.map((c) => c.offset + c.length));
+    out.push({ kind: 'rowGroup', offset: rg.columns.length ? start : 0, length: rg.columns.length ? end - start : 0 });
+    for (const c of rg.columns) {
+      for (const r of [c.offsetIndex, c.columnIndex]) {
+        if (!r) continue;
+        indexStart = Math.min(indexStart, r.offset);
+        indexEnd = Math.max(indexEnd, r.offset + r.length);
+      }
+    }
+  }
+  if (indexEnd > indexStart) out.push({ kind: 'pageIndex', offset: indexStart, length: indexEnd - indexStart });
+  return out;
 }
 
 async function verifyParquet(ufs: UnderFileSystem, expected: GeneratedFile, info: FileInfo, hash: Hash, result: VerifyResult, options: OpOptions): Promise<void> {

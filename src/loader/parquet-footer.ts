@@ -85,17 +85,78 @@ export async function readParquetFooter(
     tail = await fs.read(url, size - metaLength - 8, metaLength + 8, { etag: info.etag, signal });
   }
   const start = tail.byteLength - 8 - metaLength;
-  const metaBytes = tail.subarray(start, start + metaLength);
+  const meta = decodeFileMetaData(url, tail.subarray(start, start + metaLength), ` at offset ${size - 8 - metaLength}`);
+  return { meta, metaLength };
+}
+
+/** Decode the Thrift `FileMetaData`; a malformed one throws `GRANARY_ERR_CORRUPT` naming the file. */
+function decodeFileMetaData(url: string, bytes: Uint8Array, where: string): TStruct {
   try {
-    const r = new CompactReader(metaBytes);
-    const meta = r.readStruct();
-    return { meta, metaLength };
+    return new CompactReader(bytes).readStruct();
   } catch (err) {
-    if (err instanceof ThriftError) {
-      throw corrupt(url, `footer at offset ${size - 8 - metaLength} does not parse: ${err.message}`);
-    }
+    if (err instanceof ThriftError) throw corrupt(url, `footer${where} does not parse: ${err.message}`);
     throw err;
   }
+}
+
+/** Where one column chunk's bytes lie, and its page indexes when the writer made them. */
+export interface ColumnChunkLayout {
+  /** Dotted path of the leaf column (`embedding`, `a.b`). */
+  path: string;
+  /** First byte of the chunk (its dictionary page, if any). */
+  offset: number;
+  /** Compressed bytes, page headers included. */
+  length: number;
+  offsetIndex: ChunkRange | undefined;
+  columnIndex: ChunkRange | undefined;
+}
+
+export interface RowGroupLayout {
+  numRows: number;
+  /** Every column chunk, in leaf order. */
+  columns: ColumnChunkLayout[];
+}
+
+export interface FileMetaDataLayout {
+  numRows: number;
+  rowGroups: RowGroupLayout[];
+}
+
+function indexRange(cc: TStruct, offsetId: number, lengthId: number): ChunkRange | undefined {
+  const offset = fieldNum(cc, offsetId);
+  const length = fieldNum(cc, lengthId);
+  return offset !== undefined && length !== undefined ? { offset, length } : undefined;
+}
+
+/**
+ * Parse a Parquet footer (the Thrift `FileMetaData`, without the length and magic that
+ * follow it) into where its bytes lie: each row group's column chunks and page indexes.
+ * Pure, for callers that fetched the footer themselves; `url` names the file in errors.
+ */
+export function parseFileMetaData(bytes: Uint8Array, url: string): FileMetaDataLayout {
+  const meta = decodeFileMetaData(url, bytes, '');
+  const numRows = fieldNum(meta, 3);
+  if (numRows === undefined) throw corrupt(url, 'footer has no num_rows');
+  const rowGroups = (fieldList(meta, 4) ?? []).map((rg, i): RowGroupLayout => {
+    if (!(rg instanceof TStruct)) throw corrupt(url, `row group ${i} is not a struct`);
+    const columns = (fieldList(rg, 1) ?? []).map((cc, j): ColumnChunkLayout => {
+      if (!(cc instanceof TStruct)) throw corrupt(url, `row group ${i} column ${j} is not a struct`);
+      const md = fieldStruct(cc, 3);
+      if (!md) throw corrupt(url, `row group ${i} column ${j} has no metadata`);
+      const path = (fieldList(md, 3) ?? []).map((p) => (p instanceof Uint8Array ? dec.decode(p) : '')).join('.');
+      const length = fieldNum(md, 7);
+      const dataOffset = fieldNum(md, 9);
+      if (length === undefined || dataOffset === undefined || length < 0 || dataOffset < 0) {
+        throw corrupt(url, `column chunk ${path} of row group ${i} lacks a valid size or offset (size ${length}, data page offset ${dataOffset})`);
+      }
+      // Some writers store a dictionary offset of 0 for "none"; a chunk starts at its first page.
+      const dictOffset = fieldNum(md, 11);
+      const offset = dictOffset !== undefined && dictOffset > 0 && dictOffset < dataOffset ? dictOffset : dataOffset;
+      return { path, offset, length, offsetIndex: indexRange(cc, 4, 5), columnIndex: indexRange(cc, 6, 7) };
+    });
+    return { numRows: fieldNum(rg, 3) ?? 0, columns };
+  });
+  return { numRows, rowGroups };
 }
 
 interface SchemaNode {

@@ -137,22 +137,19 @@ export class CompactReader {
         let size = header >> 4;
         const elemType = header & 0x0f;
         if (size === 15) size = this.varint();
-        if (size > this.bytes.byteLength - this.pos) throw new ThriftError(`thrift list of ${size} items past end at ${this.pos}`);
+        this.#checkCount(size, type === TType.SET ? 'set' : 'list');
         const items: TValue[] = [];
-        for (let i = 0; i < size; i++) {
-          if (elemType === TType.TRUE || elemType === TType.FALSE) items.push(this.#byte() === TType.TRUE);
-          else items.push(this.readValue(elemType, depth + 1));
-        }
+        for (let i = 0; i < size; i++) items.push(this.#element(elemType, depth + 1));
         return { kind: 'list', elemType, items };
       }
       case TType.MAP: {
         const size = this.varint();
-        if (size > this.bytes.byteLength - this.pos) throw new ThriftError(`thrift map of ${size} entries past end at ${this.pos}`);
+        this.#checkCount(size, 'map');
         const types = size > 0 ? this.#byte() : 0;
         const keyType = types >> 4;
         const valueType = types & 0x0f;
         const entries: [TValue, TValue][] = [];
-        for (let i = 0; i < size; i++) entries.push([this.readValue(keyType, depth + 1), this.readValue(valueType, depth + 1)]);
+        for (let i = 0; i < size; i++) entries.push([this.#element(keyType, depth + 1), this.#element(valueType, depth + 1)]);
         return { kind: 'map', keyType, valueType, entries };
       }
       case TType.STRUCT:
@@ -160,6 +157,22 @@ export class CompactReader {
       default:
         throw new ThriftError(`unknown thrift type ${type} at ${this.pos - 1}`);
     }
+  }
+
+  /**
+   * Every list, set or map element takes at least one byte, so a count beyond the bytes
+   * left is corrupt; refusing it up front keeps a hostile footer from making us loop
+   * (or allocate) billions of times before running out of bytes.
+   */
+  #checkCount(size: number, what: string): void {
+    const left = this.bytes.byteLength - this.pos;
+    if (size > left) throw new ThriftError(`thrift ${what}: collection of ${size} elements in ${left} bytes left at ${this.pos}`);
+  }
+
+  /** A list, set or map element: a boolean there is one byte (1 true, 2 false), not a type nibble. */
+  #element(type: number, depth: number): TValue {
+    if (type === TType.TRUE || type === TType.FALSE) return this.#byte() === TType.TRUE;
+    return this.readValue(type, depth);
   }
 
   readStruct(depth = 0): TStruct {
@@ -257,10 +270,7 @@ export class CompactWriter {
           this.#byte(0xf0 | l.elemType);
           this.varint(n);
         }
-        for (const item of l.items) {
-          if (l.elemType === TType.TRUE || l.elemType === TType.FALSE) this.#byte(item === true ? TType.TRUE : TType.FALSE);
-          else this.writeValue(l.elemType, item);
-        }
+        for (const item of l.items) this.#element(l.elemType, item);
         return;
       }
       case TType.MAP: {
@@ -268,8 +278,8 @@ export class CompactWriter {
         this.varint(m.entries.length);
         if (m.entries.length > 0) this.#byte((m.keyType << 4) | m.valueType);
         for (const [k, val] of m.entries) {
-          this.writeValue(m.keyType, k);
-          this.writeValue(m.valueType, val);
+          this.#element(m.keyType, k);
+          this.#element(m.valueType, val);
         }
         return;
       }
@@ -279,6 +289,11 @@ export class CompactWriter {
       default:
         throw new ThriftError(`cannot write thrift type ${type}`);
     }
+  }
+
+  #element(type: number, v: TValue): void {
+    if (type === TType.TRUE || type === TType.FALSE) this.#byte(v === true ? TType.TRUE : TType.FALSE);
+    else this.writeValue(type, v);
   }
 
   writeStruct(s: TStruct): void {

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { generateArrowDataset } from '../../src/gen/arrow.js';
 import { generateFileDataset } from '../../src/gen/files.js';
-import { parseParquetFooter } from '../../src/gen/footer.js';
 import { generateParquetDataset } from '../../src/gen/parquet.js';
 import { parquetLayout, verifyDataset } from '../../src/gen/verify.js';
+import { parseFileMetaData } from '../../src/loader/parquet-footer.js';
 import { MemoryUfs } from '../../src/ufs/memory.js';
 import { decodeParquet, readAll } from './helpers.js';
 
@@ -27,7 +27,7 @@ describe('parquetLayout', () => {
     const s = await generateParquetDataset(ufs, 's3://bucket/l/', { rows: 250, rowGroupRows: 100 });
     const bytes = await readAll(ufs, s.files[0]?.url ?? '');
     const footerLen = new DataView(bytes.buffer, bytes.byteOffset + bytes.byteLength - 8, 4).getUint32(0, true);
-    const footer = parseParquetFooter(bytes.subarray(bytes.byteLength - 8 - footerLen, bytes.byteLength - 8), 'x');
+    const footer = parseFileMetaData(bytes.subarray(bytes.byteLength - 8 - footerLen, bytes.byteLength - 8), 'x');
     expect(footer.rowGroups.map((rg) => rg.numRows)).toEqual([100, 100, 50]);
     expect(footer.rowGroups[0]?.columns.map((c) => c.path)).toEqual(['id', 'label', 'score', 'embedding']);
     expect(decodeParquet(bytes).numRows).toBe(250);
@@ -47,13 +47,13 @@ describe('parquetLayout', () => {
   });
 });
 
-describe('parseParquetFooter', () => {
+describe('parseFileMetaData', () => {
   it('rejects collections that claim more elements than there are bytes', () => {
     // struct field 1: a map (type 11) of 2^35 entries of booleans, then nothing.
     const hostile = new Uint8Array([0x1b, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0x11]);
-    expect(() => parseParquetFooter(hostile, 'evil.parquet')).toThrow(/evil\.parquet.*collection of/);
+    expect(() => parseFileMetaData(hostile, 'evil.parquet')).toThrow(/evil\.parquet.*collection of/);
     // a list (type 9) of 2^20 structs
-    expect(() => parseParquetFooter(new Uint8Array([0x19, 0xfc, 0x80, 0x80, 0x40]), 'evil.parquet')).toThrow(/collection of/);
+    expect(() => parseFileMetaData(new Uint8Array([0x19, 0xfc, 0x80, 0x80, 0x40]), 'evil.parquet')).toThrow(/collection of/);
   });
 });
 
