@@ -1,0 +1,134 @@
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DemoResult } from '../../src/demo/engine.js';
+import { EPOCH_COLUMNS } from '../../src/demo/report.js';
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function granary(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+      cwd: process.cwd(),
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** The cells of the table row that starts with `name`. */
+function row(stdout: string, name: string): string[] {
+  const line = stdout.split('\n').find((l) => l.startsWith(name));
+  if (!line) throw new Error(`no table row "${name}" in:\n${stdout}`);
+  return line.slice(name.length).trim().split(/\s{2,}/);
+}
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'granary-demo-test-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('granary demo', () => {
+  it('runs a small demo end to end: a complete table, an SVG chart, JSON results, and its temp store removed', async () => {
+    const out = join(dir, 'out');
+    const storeParent = join(dir, 'tmp');
+    await mkdir(storeParent);
+    const r = await granary(['demo', '--size', '3MiB', '--files', '3', '--epochs', '2', '--step-ms', '1', '--batch-size', '256', '--out', out], {
+      TMPDIR: storeParent,
+    });
+    expect(r.stderr).not.toMatch(/GRANARY_ERR_/);
+    expect(r.code).toBe(0);
+
+    const header = r.stdout.split('\n').find((l) => l.startsWith('epoch '));
+    expect(header?.split(/\s{2,}/)).toEqual([...EPOCH_COLUMNS]);
+    const direct = row(r.stdout, 'direct (store)');
+    const cold = row(r.stdout, 'epoch 1 (cold)');
+    const warm = row(r.stdout, 'epoch 2 (warm)');
+    for (const cells of [direct, cold, warm]) {
+      expect(cells).toHaveLength(EPOCH_COLUMNS.length - 1);
+      const [seconds, rowsPerSec, , requests, , stall] = cells;
+      expect(Number(seconds)).toBeGreaterThan(0);
+      expect(Number(rowsPerSec)).toBeGreaterThan(0);
+      expect(Number.isInteger(Number(requests))).toBe(true);
+      expect(Number(stall)).toBeGreaterThanOrEqual(0);
+      expect(Number(stall)).toBeLessThanOrEqual(100);
+    }
+    // The direct read has no cache; it read the whole dataset from the store.
+    expect(direct[2]).toBe('-');
+    expect(Number(direct[3])).toBeGreaterThan(0);
+    // Warm: every page from the cache, no bytes from the store.
+    expect(warm[2]).toBe('100.0');
+    expect(warm[4]).toBe('0 B');
+    expect(r.stdout).toMatch(/every epoch yielded each of the \d+ rows exactly once/);
+    expect(r.stdout).toContain('loader stages');
+
+    const svg = await readFile(join(out, 'demo.svg'), 'utf8');
+    expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
+    expect(svg.trimEnd().endsWith('</svg>')).toBe(true);
+    expect(svg).toContain('Throughput (rows/s');
+    expect(svg).toContain('Data stall');
+    expect((svg.match(/<rect /g) ?? []).length).toBeGreaterThanOrEqual(2 * 3 + 3);
+
+    const result = JSON.parse(await readFile(join(out, 'demo.json'), 'utf8')) as DemoResult;
+    expect(result.epochs.map((e) => [e.label, e.kind])).toEqual([
+      ['direct', 'direct'],
+      ['epoch 1', 'cold'],
+      ['epoch 2', 'warm'],
+    ]);
+    const expected = (result.dataset.rows * (result.dataset.rows - 1)) / 2;
+    for (const e of result.epochs) {
+      expect(e.rows).toBe(result.dataset.rows);
+      expect(e.checksum).toBe(expected);
+      expect(e.fallbacks).toBe(0);
+    }
+    expect(result.workers).toHaveLength(2);
+    expect(result.membership).toBe('static');
+    expect(result.store.profile).toBe('emulatedCloud');
+    // The temp store directory the demo made is gone.
+    expect((await readdir(storeParent)).filter((n) => n.startsWith('granary-demo'))).toEqual([]);
+  });
+
+  it('documents every flag in --help', async () => {
+    const r = await granary(['demo', '--help']);
+    expect(r.code).toBe(0);
+    for (const flag of ['--size', '--files', '--epochs', '--no-direct', '--step-ms', '--workers', '--profile', '--etcd', '--config', '--json', '--out']) {
+      expect(r.stdout).toContain(flag);
+    }
+    expect(r.stdout).toContain('GRANARY_DEMO_EPOCHS');
+  });
+
+  it('refuses a bad flag, environment value or config file with GRANARY_ERR_CONFIG naming the key, source and value', async () => {
+    const flag = await granary(['demo', '--epochs', '0']);
+    expect(flag.code).toBe(2);
+    expect(flag.stderr).toContain('GRANARY_ERR_CONFIG');
+    expect(flag.stderr).toContain('demo.epochs from --epochs');
+    expect(flag.stderr).toContain('"0"');
+
+    const env = await granary(['demo'], { GRANARY_DEMO_SIZE: 'lots' });
+    expect(env.code).toBe(2);
+    expect(env.stderr).toContain('demo.size from GRANARY_DEMO_SIZE (environment)');
+    expect(env.stderr).toContain('"lots"');
+
+    const file = join(dir, 'bad.json');
+    await writeFile(file, JSON.stringify({ demo: { profile: 'mars' } }));
+    const cfg = await granary(['demo', '--config', file]);
+    expect(cfg.code).toBe(2);
+    expect(cfg.stderr).toContain(`demo.profile from config file ${file}`);
+    expect(cfg.stderr).toContain('"mars"');
+  });
+});
