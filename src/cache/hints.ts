@@ -304,6 +304,16 @@ export class HintRegistry {
     return out;
   }
 
+  /**
+   * The furthest next use any job's prefetch window reaches: the largest
+   * `readFrom + lookahead - cursor`. A prefetch may not displace a page within it.
+   */
+  horizon(): number {
+    let h = 0;
+    for (const job of this.#jobs.values()) h = Math.max(h, job.readFrom + job.lookahead - job.cursor);
+    return h;
+  }
+
   /** Drop jobs whose TTL ran out. Called on every `apply` and by the worker's timer. */
   expire(): void {
     const now = this.#now();
@@ -634,7 +644,9 @@ export class WorkerHints {
       {
         pageSize: this.registry.pageSize,
         has: (k) => target.has(k),
-        admits: (nextUse) => this.admits(nextUse),
+        // A prefetch must not displace a page of some job's prefetch window either: that
+        // page was (or is about to be) prefetched too, and would have to be read twice.
+        admits: (nextUse) => this.admits(nextUse, this.registry.horizon()),
         fetch: async (url, etag, first, count) => {
           await target.fetch(url, etag, first, count);
           for (let k = 0; k < count; k++) {
@@ -658,14 +670,15 @@ export class WorkerHints {
   /**
    * Whether a page needed next at `nextUse` may enter the memory tier: there is room,
    * or the page Belady would evict for it is needed later (or never, when neither is
-   * hinted: plain LRU).
+   * hinted: plain LRU), and not before `protect`.
    */
-  admits(nextUse: number): boolean {
+  admits(nextUse: number, protect = -1): boolean {
     const t = this.#target;
     if (!this.#usesBelady || t === undefined || t.hasRoom()) return true;
     const victim = this.policy.built[0]?.victim();
     if (victim === undefined) return true;
-    return victim.nextUse > nextUse || victim.nextUse === Infinity;
+    if (victim.nextUse === Infinity) return true;
+    return victim.nextUse > nextUse && victim.nextUse >= protect;
   }
 
   /** `admits` for a page just read on a miss; counts a refusal as a bypass. */
