@@ -505,19 +505,31 @@ export class CacheClient implements UnderFileSystem {
     const headers: Record<string, string> = {};
     if (this.#opts.token) headers.authorization = `Bearer ${this.#opts.token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
-    const timeout = AbortSignal.timeout(this.#timeoutMs);
-    const sig = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    // One controller per request, linked to the caller's signal until the body is
+    // done, so a long-lived signal (a whole epoch's) gathers no listeners.
+    const ac = new AbortController();
+    const onAbort = (): void => ac.abort(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const timer = setTimeout(() => ac.abort(new Error(`worker ${w.id} took over ${this.#timeoutMs} ms`)), this.#timeoutMs);
+    timer.unref();
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    };
     try {
-      return await request(`${w.url}${path}${qs ? `?${qs}` : ''}`, {
+      const res = await request(`${w.url}${path}${qs ? `?${qs}` : ''}`, {
         method,
         headers,
         body,
-        signal: sig,
+        signal: ac.signal,
         dispatcher: this.#agent,
         headersTimeout: this.#timeoutMs,
         bodyTimeout: this.#timeoutMs,
       });
+      res.body.once('close', cleanup);
+      return res;
     } catch (err) {
+      cleanup();
       throwIfAborted(signal);
       throw new WorkerFault(`worker ${w.id} at ${w.url} unreachable: ${(err as Error).message}`);
     }
