@@ -408,12 +408,13 @@ class Worker implements CacheWorker {
       const { first, count } = pagesForRange(offset, length, this.pageSize);
       this.#hints.classify(Array.from({ length: count }, (_, i) => pageKey(url, etag, first + i)));
     }
-    const { bytes, info, hit } = await this.readRange(url, offset, length, etag);
+    const { pieces, info, hit } = await this.#readPieces(url, offset, length, etag);
     res.setHeader(Headers.etag, info.etag);
     res.setHeader(Headers.cache, hit);
-    this.#counters.bytesServed += bytes.byteLength;
-    this.#m.bytesServed.inc(bytes.byteLength);
-    this.#sendBytes(res, bytes);
+    const bytes = pieces.reduce((n, p) => n + p.byteLength, 0);
+    this.#counters.bytesServed += bytes;
+    this.#m.bytesServed.inc(bytes);
+    this.#sendBytes(res, pieces, bytes);
   }
 
   async #statForClient(u: URL, res: ServerResponse): Promise<FileInfo> {
@@ -465,11 +466,19 @@ class Worker implements CacheWorker {
     return this.registry.metrics();
   }
 
-  #sendBytes(res: ServerResponse, bytes: Uint8Array): void {
+  /** Send the pieces of a range as they lie in the page store: no copy into one buffer first. */
+  #sendBytes(res: ServerResponse, pieces: readonly Uint8Array[], length: number): void {
     res.statusCode = 200;
     res.setHeader('content-type', 'application/octet-stream');
-    res.setHeader('content-length', bytes.byteLength);
-    res.end(bytes);
+    res.setHeader('content-length', length);
+    if (pieces.length === 1) {
+      res.end(pieces[0]);
+      return;
+    }
+    res.cork();
+    for (const p of pieces) res.write(p);
+    res.end();
+    res.uncork();
   }
 
   #send(res: ServerResponse, status: number, body: string, type: string): void {
@@ -534,6 +543,20 @@ class Worker implements CacheWorker {
    * for a page wait on that one read.
    */
   async readRange(url: string, offset: number, length: number, etag?: string): Promise<{ bytes: Uint8Array; info: FileInfo; hit: string }> {
+    const { pieces, info, hit } = await this.#readPieces(url, offset, length, etag);
+    if (pieces.length === 0) return { bytes: new Uint8Array(0), info, hit };
+    if (pieces.length === 1) return { bytes: pieces[0] as Uint8Array, info, hit };
+    const out = Buffer.allocUnsafe(length);
+    let pos = 0;
+    for (const p of pieces) {
+      out.set(p, pos);
+      pos += p.byteLength;
+    }
+    return { bytes: out, info, hit };
+  }
+
+  /** `readRange` as the slices of pages that make up the range, in order (views, not copies). */
+  async #readPieces(url: string, offset: number, length: number, etag?: string): Promise<{ pieces: Uint8Array[]; info: FileInfo; hit: string }> {
     const info = await this.#version(url, etag);
     if (offset + length > info.size) {
       throw new RangeNotSatisfiableError(`Range ${offset}+${length} is past the end of ${url} (size ${info.size})`, { url });
@@ -564,22 +587,18 @@ class Worker implements CacheWorker {
     const resolved = missing.length === 0 ? (pages as Uint8Array[]) : await Promise.all(pages.map((p) => Promise.resolve(p)));
     diag.read.publish({ worker: this.id, url, offset, length, pages: count, missing: missing.length });
     const hit = missing.length === 0 ? 'hit' : missing.length === count ? 'miss' : 'partial';
-    if (count === 0) return { bytes: new Uint8Array(0), info, hit };
+    if (count === 0) return { pieces: [], info, hit };
     const start = offset - first * ps;
-    if (count === 1) {
-      const p = resolved[0] as Uint8Array;
-      return { bytes: p.subarray(start, start + length), info, hit };
-    }
-    const out = Buffer.allocUnsafe(length);
+    const pieces: Uint8Array[] = [];
     let pos = 0;
     for (let i = 0; i < count; i++) {
       const p = resolved[i] as Uint8Array;
       const from = i === 0 ? start : 0;
       const take = Math.min(p.byteLength - from, length - pos);
-      out.set(p.subarray(from, from + take), pos);
+      pieces.push(p.subarray(from, from + take));
       pos += take;
     }
-    return { bytes: out, info, hit };
+    return { pieces, info, hit };
   }
 
   /** Fetch pages [first, first+count) of one version; one promise per page, shared with concurrent readers. */
