@@ -225,6 +225,7 @@ export function formatDriverResult(r: DriverResult): string {
 }
 
 async function main(): Promise<void> {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const { values } = parseArgs({
     options: {
       trainers: { type: 'string' },

@@ -81,6 +81,8 @@ Examples:
 
     // The loader reads through one abort signal per stream; many reads in flight each listen to it.
     setMaxListeners(256);
+    // The AWS SDK's notice that it will need Node 22 from 2027 is not news for a first run of the demo.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     const ac = new AbortController();
     const onSignal = (): void => ac.abort(new Error('interrupted (SIGINT)'));
     process.once('SIGINT', onSignal);
