@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { channel } from 'node:diagnostics_channel';
+import { setMaxListeners } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
@@ -156,6 +157,7 @@ class Worker implements CacheWorker {
   readonly #maxReadBytes: number;
   readonly #fetchRunPages: number;
   readonly #hints: WorkerHints | undefined;
+  /** Aborts every store call in flight when the worker closes; shared by all of them. */
   readonly #abort = new AbortController();
 
   readonly registry = new Registry();
@@ -230,6 +232,8 @@ class Worker implements CacheWorker {
       capacity: new Gauge({ name: 'granary_worker_cache_capacity_bytes', help: 'Byte budget, by tier', labelNames: ['tier'], registers: r }),
     };
     collectDefaultMetrics({ register: this.registry });
+    // Every concurrent store read listens on this one signal: many listeners are expected, not a leak.
+    setMaxListeners(0, this.#abort.signal);
     this.#server = createServer({ keepAlive: true, keepAliveTimeout: 30_000 }, (req, res) => {
       void this.#handle(req, res);
     });
@@ -629,7 +633,6 @@ class Worker implements CacheWorker {
     return keys.map((key, k) => this.#flight.run(key, async () => ((await getRun())[k] as Uint8Array)));
   }
 
-  // ---- preload ----
   // ---- hints ----
 
   #handleHints(body: unknown, res: ServerResponse): void {
@@ -649,6 +652,7 @@ class Worker implements CacheWorker {
     await Promise.all(this.#fetchRun(url, info, first, last - first));
   }
 
+  // ---- preload ----
 
   #startLoad(body: unknown): LoadJob {
     const ranges = parseLoadBody(body);

@@ -105,7 +105,7 @@ export interface BatchesOptions {
    * Send the cache workers this epoch's reads ahead of time, so they prefetch them and
    * keep what is still to be read (docs/hints.md). Needs `fs` to take hints (a
    * `CacheClient`); ignored otherwise. Never changes what is yielded.
-   * @default false
+   * @default true
    */
   hints?: boolean | LoaderHintOptions | undefined;
   signal?: AbortSignal | undefined;
@@ -544,8 +544,8 @@ export class Dataset {
     const plan = planEpoch(input);
     let hints: LoaderHints | undefined;
     const src = this.#source;
-    if (options.hints !== undefined && options.hints !== false && isHintTarget(src.fs) && src.ranges !== undefined) {
-      hints = new LoaderHints(src.fs, plan.partitionOrder, (p) => src.ranges?.(p) ?? [], options.hints === true ? {} : options.hints);
+    if (options.hints !== false && isHintTarget(src.fs) && src.ranges !== undefined) {
+      hints = new LoaderHints(src.fs, plan.partitionOrder, (p) => src.ranges?.(p) ?? [], options.hints === true || options.hints === undefined ? {} : options.hints);
     }
     const stream: BatchStream = new BatchStream(this.#source, {
       hints,
