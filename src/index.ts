@@ -56,3 +56,6 @@ export { generateParquetDataset } from './gen/parquet.js';
 export { generateArrowDataset } from './gen/arrow.js';
 export { generateFileDataset } from './gen/files.js';
 export type { DatasetSummary, GeneratedFile, ParquetGenOptions } from './gen/types.js';
+
+export { loadConfig, flagsFromCommand, type LoadedConfig, type ConfigSource } from './config/index.js';
+export { startFaultProxy, PROFILES, type FaultProfile, type FaultProxy } from './netem/fault-proxy.js';
