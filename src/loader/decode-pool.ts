@@ -39,7 +39,7 @@ export class DecodePool {
         minThreads: 0,
         maxThreads: this.threads,
         idleTimeout: 30_000,
-        ...(isTs ? { execArgv: [...process.execArgv.filter((a) => !a.includes('tsx')), '--import', 'tsx'] } : {}),
+        ...(isTs ? { execArgv: [...withoutTsx(process.execArgv), '--import', 'tsx'] } : {}),
       });
       // A worker that dies between tasks emits 'error' on the pool; tasks in flight get it instead.
       this.#pool.on('error', () => {});
@@ -72,4 +72,27 @@ export class DecodePool {
     this.#pool = undefined;
     if (p) await p.destroy();
   }
+}
+
+const VALUE_FLAGS = new Set(['--require', '-r', '--import', '--loader', '--experimental-loader']);
+
+/**
+ * `execArgv` without tsx's own flags. `npx tsx` passes them as pairs
+ * (`--require <tsx>/preflight.cjs --import file://<tsx>/loader.mjs`), `node --import tsx`
+ * as `--import tsx`: drop the flag together with its value, or the worker gets a flag
+ * with no argument.
+ */
+function withoutTsx(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    const next = argv[i + 1];
+    if (VALUE_FLAGS.has(a) && next !== undefined && next.includes('tsx')) {
+      i++;
+      continue;
+    }
+    if (a.includes('tsx')) continue;
+    out.push(a);
+  }
+  return out;
 }

@@ -41,24 +41,81 @@ function validityProps(bits: Bits | undefined): { nullCount: number; nullBitmap?
   return bits ? { nullCount: bits.nullCount, nullBitmap: bits.bitmap } : { nullCount: 0 };
 }
 
-type Typed = { length: number; [i: number]: number | bigint; subarray(a: number, b: number): Typed; set(src: Typed, at: number): void };
-type TypedCtor = new (n: number) => Typed;
+type Typed = {
+  length: number;
+  buffer: ArrayBufferLike;
+  byteOffset: number;
+  byteLength: number;
+  BYTES_PER_ELEMENT: number;
+  [i: number]: number | bigint;
+  subarray(a: number, b: number): Typed;
+  set(src: Typed, at: number): void;
+};
+type TypedCtor = new (buffer: ArrayBuffer) => Typed;
 
+/** Rows wider than this many 32-bit words are copied with `set(subarray)`; narrower ones word by word. */
+const WORD_LOOP_MAX = 32;
+/** Values shorter than this many bytes are copied byte by byte (cheaper than a `subarray` view each). */
+const BYTE_LOOP_MAX = 24;
+
+/**
+ * Fixed-width values are copied as raw bits: 32-bit words when every row is a whole
+ * number of aligned words (no BigInt boxing for 64-bit types, no view per row), bytes
+ * otherwise.
+ */
 function gatherFixed(type: DataType, srcs: AnyData[], s: Int32Array, r: Int32Array): AnyData {
   const first = srcs[0] as AnyData;
   const stride = first.stride;
-  const Ctor = (first.values as unknown as Typed).constructor as TypedCtor;
+  const firstValues = first.values as unknown as Typed;
+  const Ctor = firstValues.constructor as TypedCtor;
+  const rowBytes = stride * firstValues.BYTES_PER_ELEMENT;
   const n = s.length;
-  const out = new Ctor(n * stride);
-  for (let k = 0; k < n; k++) {
-    const d = srcs[s[k] as number] as AnyData;
-    // Slicing subarrays fixed-width values, so indices are relative to the slice.
-    const from = (r[k] as number) * stride;
-    const vals = d.values as unknown as Typed;
-    if (stride === 1) out[k] = vals[from] as number;
-    else out.set(vals.subarray(from, from + stride), k * stride);
+  const buf = new ArrayBuffer(n * rowBytes);
+  const aligned = rowBytes % 4 === 0 && srcs.every((d) => (d.values as unknown as Typed).byteOffset % 4 === 0);
+  if (aligned) {
+    const w = rowBytes / 4;
+    const out = new Int32Array(buf);
+    const views = srcs.map((d) => {
+      const v = d.values as unknown as Typed;
+      return new Int32Array(v.buffer as ArrayBuffer, v.byteOffset, Math.floor(v.byteLength / 4));
+    });
+    if (w === 1) {
+      for (let k = 0; k < n; k++) out[k] = (views[s[k] as number] as Int32Array)[r[k] as number] as number;
+    } else if (w === 2) {
+      for (let k = 0; k < n; k++) {
+        const v = views[s[k] as number] as Int32Array;
+        const from = (r[k] as number) * 2;
+        out[2 * k] = v[from] as number;
+        out[2 * k + 1] = v[from + 1] as number;
+      }
+    } else if (w <= WORD_LOOP_MAX) {
+      for (let k = 0; k < n; k++) {
+        const v = views[s[k] as number] as Int32Array;
+        const from = (r[k] as number) * w;
+        const to = k * w;
+        for (let j = 0; j < w; j++) out[to + j] = v[from + j] as number;
+      }
+    } else {
+      for (let k = 0; k < n; k++) {
+        const from = (r[k] as number) * w;
+        out.set((views[s[k] as number] as Int32Array).subarray(from, from + w), k * w);
+      }
+    }
+  } else {
+    const out = new Uint8Array(buf);
+    const views = srcs.map((d) => {
+      const v = d.values as unknown as Typed;
+      return new Uint8Array(v.buffer as ArrayBuffer, v.byteOffset, v.byteLength);
+    });
+    for (let k = 0; k < n; k++) {
+      const v = views[s[k] as number] as Uint8Array;
+      const from = (r[k] as number) * rowBytes;
+      const to = k * rowBytes;
+      if (rowBytes <= BYTE_LOOP_MAX) for (let j = 0; j < rowBytes; j++) out[to + j] = v[from + j] as number;
+      else out.set(v.subarray(from, from + rowBytes), to);
+    }
   }
-  return makeData({ type, length: n, ...validityProps(gatherValidity(srcs, s, r)), data: out } as never) as AnyData;
+  return makeData({ type, length: n, ...validityProps(gatherValidity(srcs, s, r)), data: new Ctor(buf) } as never) as AnyData;
 }
 
 function gatherBool(type: DataType, srcs: AnyData[], s: Int32Array, r: Int32Array): AnyData {
@@ -74,21 +131,27 @@ function gatherBool(type: DataType, srcs: AnyData[], s: Int32Array, r: Int32Arra
 
 function gatherBinary(type: DataType, srcs: AnyData[], s: Int32Array, r: Int32Array): AnyData {
   const n = s.length;
+  const offs = srcs.map((d) => d.valueOffsets as Int32Array);
+  const vals = srcs.map((d) => d.values as Uint8Array);
   const offsets = new Int32Array(n + 1);
   let total = 0;
   for (let k = 0; k < n; k++) {
-    const d = srcs[s[k] as number] as AnyData;
-    const o = d.valueOffsets as Int32Array;
+    const o = offs[s[k] as number] as Int32Array;
     const i = r[k] as number;
     total += (o[i + 1] as number) - (o[i] as number);
     offsets[k + 1] = total;
   }
   const data = new Uint8Array(total);
   for (let k = 0; k < n; k++) {
-    const d = srcs[s[k] as number] as AnyData;
-    const o = d.valueOffsets as Int32Array;
+    const src = s[k] as number;
+    const o = offs[src] as Int32Array;
+    const v = vals[src] as Uint8Array;
     const i = r[k] as number;
-    data.set((d.values as Uint8Array).subarray(o[i], o[i + 1]), offsets[k]);
+    const a = o[i] as number;
+    const len = (o[i + 1] as number) - a;
+    const to = offsets[k] as number;
+    if (len <= BYTE_LOOP_MAX) for (let j = 0; j < len; j++) data[to + j] = v[a + j] as number;
+    else data.set(v.subarray(a, a + len), to);
   }
   return makeData({ type, length: n, ...validityProps(gatherValidity(srcs, s, r)), valueOffsets: offsets, data } as never) as AnyData;
 }

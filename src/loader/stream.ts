@@ -1,11 +1,12 @@
+import { setMaxListeners } from 'node:events';
 import type { RecordBatch, Schema } from 'apache-arrow';
 import PQueue from 'p-queue';
 import { InternalError } from '../errors.js';
 import { resumeState, type ShuffleResumeState } from '../shuffle/index.js';
 import type { EpochPlanInput, RankPlan } from '../shuffle/types.js';
 import { emptyBatch, gatherBatch } from './gather.js';
-
 import type { HintRange, StreamHints } from './hints.js';
+
 /** What the pipeline needs from a dataset format: fetch a partition's bytes, decode them. */
 export interface PartitionSource {
   readonly schema: Schema;
@@ -14,10 +15,10 @@ export interface PartitionSource {
   partitionBytes(p: number): number;
   fetch(p: number, signal: AbortSignal): Promise<unknown>;
   decode(p: number, fetched: unknown, signal: AbortSignal): Promise<RecordBatch[]>;
-}
   /** The byte ranges fetching partition `p` reads, and where it reads them, for cache hints. */
   ranges?(p: number): readonly HintRange[];
   readonly fs?: unknown;
+}
 
 /** `stream.state()`: the shuffle module's resume state plus the rank that saved it. JSON-serialisable. */
 export interface LoaderState extends ShuffleResumeState {
@@ -52,9 +53,9 @@ export interface StreamConfig {
   fetchConcurrency: number;
   signal?: AbortSignal | undefined;
   onEnd?: (() => void) | undefined;
-}
   /** Told when fetches start and finish, to send cache hints (docs/hints.md); never changes what is yielded. */
   hints?: StreamHints | undefined;
+}
 
 interface Slot {
   bytes: number;
@@ -103,6 +104,8 @@ export class BatchStream implements AsyncIterable<RecordBatch> {
     this.#cfg = cfg;
     this.numBatches = cfg.plan.numBatches;
     this.#queue = new PQueue({ concurrency: cfg.fetchConcurrency });
+    // Every read in flight (partitions x column chunks x parts) listens on this one signal.
+    setMaxListeners(0, this.#ac.signal);
     const onAbort = (): void => this.#ac.abort(cfg.signal?.reason);
     if (cfg.signal?.aborted) onAbort();
     else cfg.signal?.addEventListener('abort', onAbort, { once: true });
@@ -154,10 +157,10 @@ export class BatchStream implements AsyncIterable<RecordBatch> {
     this.#resident += bytes;
     this.#stats.peakResidentBytes = Math.max(this.#stats.peakResidentBytes, this.#resident);
     const signal = this.#ac.signal;
+    this.#cfg.hints?.started(p);
     const done = (async () => {
       const t0 = performance.now();
       const fetched = await this.#queue.add(() => this.#src.fetch(p, signal), { signal }).finally(() => this.#cfg.hints?.fetched(p));
-    this.#cfg.hints?.started(p);
       const t1 = performance.now();
       this.#stats.fetchMs += t1 - t0;
       this.#stats.partitionsFetched++;
@@ -196,10 +199,15 @@ export class BatchStream implements AsyncIterable<RecordBatch> {
     this.#t0 = performance.now();
     try {
       for (let i = 0; i < plan.numBatches; i++) {
+        // Let the event loop run once per batch. A consumer whose step is synchronous CPU
+        // work blocks it while it trains, and a batch that is already decoded is handed out
+        // through microtasks alone, so without this hop fetch replies and decode results
+        // would wait until the consumer ran dry: the pipeline would only move while it stalls.
+        if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve));
         if (signal.aborted) throw signal.reason;
         this.#schedule(i);
         const rows = plan.batch(i);
-        const parts = [...new Set(rows.partitions)];
+        const parts = distinctInOrder(rows.partitions);
         const tw = performance.now();
         let waited = false;
         for (const p of parts) {
@@ -231,10 +239,10 @@ export class BatchStream implements AsyncIterable<RecordBatch> {
   #end(): void {
     if (this.#ended) return;
     this.#ended = true;
+    this.#cfg.hints?.close();
     this.#ac.abort(new DOMException('The batch stream ended', 'AbortError'));
     this.#queue.clear();
     for (const p of [...this.#slots.keys()]) this.#free(p);
-    this.#cfg.hints?.close();
     this.#cfg.onEnd?.();
   }
 
@@ -242,22 +250,35 @@ export class BatchStream implements AsyncIterable<RecordBatch> {
     const n = partitions.length;
     if (n === 0) return emptyBatch(this.#src.schema);
     const src: RecordBatch[] = [];
-    const srcIndex = new Map<string, number>();
+    // Partition -> (decoded batch -> index in src, -1 until used); numeric keys, no string per row.
+    const srcIndex = new Map<number, number[]>();
     const s = new Int32Array(n);
     const r = new Int32Array(n);
+    let lastP = -1;
+    let slot: Slot | undefined;
+    let idxs: number[] = [];
     for (let k = 0; k < n; k++) {
       const p = partitions[k] as number;
-      const slot = this.#slots.get(p) as Slot;
-      const starts = slot.starts as number[];
+      if (p !== lastP) {
+        lastP = p;
+        const cur = this.#slots.get(p) as Slot;
+        slot = cur;
+        let x = srcIndex.get(p);
+        if (x === undefined) {
+          x = new Array<number>((cur.batches as RecordBatch[]).length).fill(-1);
+          srcIndex.set(p, x);
+        }
+        idxs = x;
+      }
+      const starts = (slot as Slot).starts as number[];
       const row = rows[k] as number;
       let b = starts.length - 1;
       while (b > 0 && (starts[b] as number) > row) b--;
-      const key = `${p}:${b}`;
-      let idx = srcIndex.get(key);
-      if (idx === undefined) {
+      let idx = idxs[b] as number;
+      if (idx === -1) {
         idx = src.length;
-        src.push((slot.batches as RecordBatch[])[b] as RecordBatch);
-        srcIndex.set(key, idx);
+        src.push(((slot as Slot).batches as RecordBatch[])[b] as RecordBatch);
+        idxs[b] = idx;
       }
       s[k] = idx;
       r[k] = row - (starts[b] as number);
@@ -275,6 +296,23 @@ export class BatchStream implements AsyncIterable<RecordBatch> {
     }
     return gatherBatch(this.#src.schema, src, s, r);
   }
+}
+
+/** The distinct values of `xs` in order of first appearance (a batch touches few partitions, in runs). */
+function distinctInOrder(xs: Int32Array): number[] {
+  const out: number[] = [];
+  let seen: Set<number> | undefined; // only once there are many ('global' shuffle)
+  let last = -1;
+  for (let k = 0; k < xs.length; k++) {
+    const x = xs[k] as number;
+    if (x === last) continue;
+    last = x;
+    if (seen ? seen.has(x) : out.includes(x)) continue;
+    out.push(x);
+    if (seen) seen.add(x);
+    else if (out.length > 16) seen = new Set(out);
+  }
+  return out;
 }
 
 async function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
