@@ -1,7 +1,7 @@
 import type { DemoResult, EpochKind } from './engine.js';
+import { profileText } from './report.js';
 
 const COLORS: Record<EpochKind, string> = { direct: '#9aa5b1', cold: '#4c8bf5', warm: '#1e9e5a' };
-const STALL = '#e8710a';
 
 function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -24,20 +24,23 @@ function niceMax(v: number): number {
 
 interface Bar {
   label: string;
+  /** Second line under the bar. */
+  sublabel: string;
   value: number;
   color: string;
   text: string;
 }
 
-function panel(x: number, y: number, w: number, h: number, title: string, bars: Bar[], max: number, axis: (v: number) => string): string {
+function panel(x: number, y: number, w: number, h: number, title: string, hint: string, bars: Bar[], max: number, axis: (v: number) => string): string {
   const out: string[] = [];
   const left = 56;
-  const bottom = 34;
+  const bottom = 40;
   const plotW = w - left - 10;
-  const plotH = h - bottom - 30;
+  const plotH = h - bottom - 44;
   const px = x + left;
-  const py = y + 30;
-  out.push(`<text x="${x + w / 2}" y="${y + 16}" text-anchor="middle" font-size="14" font-weight="600">${esc(title)}</text>`);
+  const py = y + 44;
+  out.push(`<text x="${x + w / 2}" y="${y + 14}" text-anchor="middle" font-size="14" font-weight="600">${esc(title)}</text>`);
+  out.push(`<text x="${x + w / 2}" y="${y + 30}" text-anchor="middle" font-size="11" fill="#5f6b7a">${esc(hint)}</text>`);
   for (let i = 0; i <= 4; i++) {
     const v = (max * i) / 4;
     const gy = py + plotH - (plotH * i) / 4;
@@ -52,39 +55,44 @@ function panel(x: number, y: number, w: number, h: number, title: string, bars: 
     const by = py + plotH - bh;
     out.push(`<rect x="${bx.toFixed(1)}" y="${by.toFixed(1)}" width="${bw.toFixed(1)}" height="${bh.toFixed(1)}" fill="${b.color}" rx="2"/>`);
     out.push(`<text x="${(bx + bw / 2).toFixed(1)}" y="${(by - 5).toFixed(1)}" text-anchor="middle" font-size="11">${esc(b.text)}</text>`);
-    out.push(`<text x="${(bx + bw / 2).toFixed(1)}" y="${py + plotH + 16}" text-anchor="middle" font-size="11" fill="#33404d">${esc(b.label)}</text>`);
+    out.push(`<text x="${(bx + bw / 2).toFixed(1)}" y="${py + plotH + 15}" text-anchor="middle" font-size="11" fill="#33404d">${esc(b.label)}</text>`);
+    out.push(`<text x="${(bx + bw / 2).toFixed(1)}" y="${py + plotH + 28}" text-anchor="middle" font-size="11" fill="#5f6b7a">${esc(b.sublabel)}</text>`);
   });
   out.push(`<line x1="${px}" y1="${py + plotH}" x2="${px + plotW}" y2="${py + plotH}" stroke="#8a96a3"/>`);
   return out.join('\n');
 }
 
-function barLabel(e: DemoResult['epochs'][number]): string {
-  return e.kind === 'direct' ? 'direct' : `${e.label.replace('epoch ', 'ep ')} ${e.kind}`;
+function barLabel(e: DemoResult['epochs'][number]): { label: string; sublabel: string } {
+  return e.kind === 'direct' ? { label: 'direct', sublabel: 'store' } : { label: e.label, sublabel: e.kind };
 }
 
 /**
  * The demo's chart as a standalone SVG document (no scripts, no external fonts):
- * rows/s per epoch (direct, cold, warm) and the share of each epoch the training
- * loop spent waiting for data.
+ * per epoch (direct, cold, warm), the rows/s, the share of the epoch the training
+ * loop waited for data, and the simulated accelerator's utilization.
  */
 export function renderChart(r: DemoResult): string {
-  const width = 860;
-  const height = 380;
-  const tput: Bar[] = r.epochs.map((e) => ({ label: barLabel(e), value: e.rowsPerSec, color: COLORS[e.kind], text: fmt(e.rowsPerSec) }));
-  const stall: Bar[] = r.epochs.map((e) => ({ label: barLabel(e), value: e.stallPct, color: STALL, text: `${e.stallPct.toFixed(0)}%` }));
+  const width = 1000;
+  const height = 410;
+  const bars = (value: (e: DemoResult['epochs'][number]) => number, text: (v: number) => string): Bar[] =>
+    r.epochs.map((e) => ({ ...barLabel(e), value: value(e), color: COLORS[e.kind], text: text(value(e)) }));
+  const percent = (v: number) => `${v.toFixed(0)}%`;
+  const tput = bars((e) => e.rowsPerSec, fmt);
   const maxT = niceMax(Math.max(...tput.map((b) => b.value), 1));
   const mb = (r.dataset.bytes / 1e6).toFixed(0);
-  const subtitle =
-    `${mb} MB Parquet (${r.dataset.files} files, ${r.dataset.rows} rows), s3rver behind the ${r.store.profile} profile; ` +
-    `${r.workers.length} workers, ${r.membership} membership; batch ${r.options.batchSize}, step ${r.options.stepMs} ms`;
+  const subtitle = [
+    `store: s3rver behind the ${r.store.profile} network profile (${profileText(r.store.settings)})`,
+    `${mb} MB of Parquet (${r.dataset.files} files, ${r.dataset.rows} rows); ${r.workers.length} cache workers; batch ${r.options.batchSize} rows, simulated step ${r.options.stepMs} ms`,
+  ];
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, -apple-system, 'Segoe UI', sans-serif">`,
-    `<title>granary demo: throughput per epoch and data stall</title>`,
+    `<title>granary demo: throughput, data stall and utilization per epoch</title>`,
     `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
-    `<text x="${width / 2}" y="24" text-anchor="middle" font-size="17" font-weight="700">granary demo: reading the store directly vs through the cache</text>`,
-    `<text x="${width / 2}" y="44" text-anchor="middle" font-size="11" fill="#5f6b7a">${esc(subtitle)}</text>`,
-    panel(10, 56, 500, 290, 'Throughput (rows/s, higher is better)', tput, maxT, fmt),
-    panel(520, 56, 330, 290, 'Data stall (% of epoch time, lower is better)', stall, 100, (v) => `${v.toFixed(0)}%`),
+    `<text x="${width / 2}" y="24" text-anchor="middle" font-size="17" font-weight="700">granary demo: a training job reading the store directly vs through the cache</text>`,
+    ...subtitle.map((line, i) => `<text x="${width / 2}" y="${44 + 15 * i}" text-anchor="middle" font-size="12" fill="#5f6b7a">${esc(line)}</text>`),
+    panel(10, 76, 420, 290, 'Throughput', 'rows/s, higher is better', tput, maxT, fmt),
+    panel(440, 76, 275, 290, 'Data stall', '% of the epoch waiting for data, lower is better', bars((e) => e.stallPct, percent), 100, percent),
+    panel(720, 76, 275, 290, 'Accelerator utilization', '% of the epoch busy, higher is better', bars((e) => e.stepPct, percent), 100, percent),
   ];
   const legend: [string, string][] = [
     [COLORS.direct, 'direct from the store'],
@@ -92,7 +100,7 @@ export function renderChart(r: DemoResult): string {
     [COLORS.warm, 'through granary, warm cache'],
   ];
   legend.forEach(([c, t], i) => {
-    const lx = 80 + i * 240;
+    const lx = 150 + i * 250;
     parts.push(`<rect x="${lx}" y="${height - 22}" width="12" height="12" fill="${c}" rx="2"/>`);
     parts.push(`<text x="${lx + 18}" y="${height - 12}" font-size="12">${esc(t)}</text>`);
   });

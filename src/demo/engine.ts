@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { CacheClient } from '../cache/client.js';
-import { startWorker, type CacheWorker, type WorkerInfoResponse } from '../cache/worker.js';
+import type { WorkerInfoResponse } from '../cache/worker.js';
 import { InvalidArgumentError, UnavailableError, throwIfAborted } from '../errors.js';
 import { generateParquetDataset } from '../gen/parquet.js';
 import { Dataset } from '../loader/dataset.js';
@@ -19,7 +19,8 @@ import { S3Ufs } from '../ufs/s3.js';
 import type { RequestCounts } from '../ufs/types.js';
 import { startEmbeddedS3, type EmbeddedS3 } from './embedded-s3.js';
 import { PROFILE_NAMES, type ProfileName } from './profiles.js';
-import { trainStep } from './train-step.js';
+import { startThreadedWorker, type ThreadedWorker } from './threaded-worker.js';
+import { SimulatedDevice, trainStep } from './train-step.js';
 
 const MiB = 1024 * 1024;
 export const DEMO_BUCKET = 'granary-demo';
@@ -89,8 +90,9 @@ export interface EpochResult {
   stallPct: number;
   /**
    * The job's utilization: the simulated accelerator's busy time (`stepMs` per batch)
-   * over the epoch's wall time. Time the host spent late (a busy event loop) counts
-   * against it, as it would on a real GPU.
+   * over the epoch's wall time (see `SimulatedDevice`: the device idles only while the
+   * host has no batch for it, so waiting on data and a host later than a whole step
+   * count against it, as they would on a real GPU).
    */
   stepPct: number;
   /** The loader's own per-stage figures. */
@@ -123,6 +125,14 @@ export function datasetShape(o: Pick<DemoOptions, 'sizeBytes' | 'files' | 'embed
   const perFile = Math.ceil(rows / o.files);
   const rowGroupRows = o.rowGroupRows ?? Math.max(1, Math.min(Math.floor((8 * MiB) / rowBytes(o.embeddingBytes)), Math.ceil(perFile / 2)));
   return { rows, rowGroupRows };
+}
+
+interface Counters {
+  requests: number;
+  bytes: number;
+  hits: number;
+  misses: number;
+  fallbacks: number;
 }
 
 function storeTotal(c: RequestCounts): number {
@@ -205,19 +215,20 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       label: string,
       kind: EpochKind,
       epoch: number,
-      before: () => { requests: number; bytes: number; hits: number; misses: number; fallbacks: number },
+      before: () => Counters | Promise<Counters>,
     ): Promise<void> => {
       throwIfAborted(signal);
-      const b0 = before();
+      const b0 = await before();
       const total = Math.ceil(ds.numRows / o.batchSize);
       emit({ type: 'phase', phase: label, total, unit: 'batches' });
       t = performance.now();
       const stream = ds.batches(batchesOptions(epoch));
+      const device = new SimulatedDevice(o.stepMs);
       let checksum = 0;
       let n = 0;
       let rowsSeen = 0;
       for await (const batch of stream) {
-        checksum += await trainStep(batch, o.stepMs, signal);
+        checksum += await trainStep(batch, device, signal);
         rowsSeen += batch.numRows;
         n++;
         if (n % 4 === 0 || n === total) {
@@ -226,9 +237,11 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
           emit({ type: 'progress', phase: label, value: n, detail: `${Math.round(rowsSeen / secs)} rows/s, data stall ${pct(st.stallMs, secs * 1000).toFixed(0)}%` });
         }
       }
+      // The epoch ends when its last step does.
+      await device.synchronize(signal);
       const wallMs = performance.now() - t;
       emit({ type: 'phase-end', phase: label });
-      const b1 = before();
+      const b1 = await before();
       const loader = stream.stats();
       const pages = b1.hits - b0.hits + (b1.misses - b0.misses);
       epochs.push({
@@ -243,7 +256,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
         storeRequests: b1.requests - b0.requests,
         storeBytes: b1.bytes - b0.bytes,
         stallPct: pct(loader.stallMs, wallMs),
-        stepPct: pct(loader.batches * o.stepMs, wallMs),
+        stepPct: pct(device.stats().busyMs, wallMs),
         loader,
         fallbacks: b1.fallbacks - b0.fallbacks,
         checksum,
@@ -263,9 +276,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     // Workers: enough memory for the whole dataset, with room for the ring's uneven split.
     const memoryBytes = o.workerMemoryBytes ?? Math.max(64 * MiB, Math.ceil((summary.bytes * 1.5) / o.workers / MiB) * MiB + 64 * MiB);
     const cluster = o.etcd ? (o.cluster ?? `demo-${randomUUID().slice(0, 8)}`) : undefined;
-    const workers: CacheWorker[] = [];
+    // Each worker serves pages on its own thread, not on the training loop's event loop (threaded-worker.ts).
+    const workers: ThreadedWorker[] = [];
     for (let i = 0; i < o.workers; i++) {
-      const w = await startWorker({
+      const w = await startThreadedWorker({
         memoryBytes,
         ufs: { s3: s3Options(s3.proxyEndpoint) },
         ...(o.etcd && cluster ? { etcd: { endpoints: [...o.etcd], cluster, ttlSeconds: 5 } } : {}),
@@ -273,7 +287,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       workers.push(w);
       cleanup.push(() => w.close());
     }
-    emit({ type: 'info', message: `${o.workers} cache workers (${Math.round(memoryBytes / MiB)} MiB memory each): ${workers.map((w) => w.url).join(', ')}${cluster ? ` registered in etcd cluster ${cluster}` : ''}` });
+    emit({ type: 'info', message: `${o.workers} cache workers, each in its own thread (${Math.round(memoryBytes / MiB)} MiB memory each): ${workers.map((w) => w.url).join(', ')}${cluster ? ` registered in etcd cluster ${cluster}` : ''}` });
     const client = new CacheClient({
       ...(o.etcd && cluster ? { etcd: { endpoints: [...o.etcd], cluster } } : { workers: workers.map((w) => w.url) }),
       ufs: store,
@@ -284,8 +298,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
 
     const ds = await Dataset.parquet(prefix, { fs: client, pool, signal });
     partitions = ds.partitions.length;
-    const cacheCounters = () => {
-      const w = sumWorkers(workers.map((x) => x.info()));
+    const cacheCounters = async (): Promise<Counters> => {
+      const w = sumWorkers(await Promise.all(workers.map((x) => x.info())));
       const c = client.stats();
       return {
         requests: w.storeRequests + c.ufsRequests,
@@ -299,12 +313,13 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       await runEpoch(ds, `epoch ${e + 1}`, e === 0 ? 'cold' : 'warm', e, cacheCounters);
     }
     await ds.close();
+    const workerInfos = await Promise.all(workers.map((w) => w.info()));
     return {
       dataset: { url: prefix, files: summary.files.length, rows: summary.rows, bytes: summary.bytes, partitions, rowGroupRows, generateSeconds },
       store: { endpoint: s3.endpoint, profile: o.profile, settings, proxy: s3.proxyEndpoint },
       membership: o.etcd ? 'etcd' : 'static',
       ...(cluster ? { cluster } : {}),
-      workers: workers.map((w) => w.info()),
+      workers: workerInfos,
       epochs,
       options: { batchSize: o.batchSize, stepMs: o.stepMs, seed: o.seed, prefetch: o.prefetch, fetchConcurrency: o.fetchConcurrency, decodeThreads: o.decodeThreads },
       totalSeconds: (performance.now() - started) / 1000,

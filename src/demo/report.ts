@@ -1,3 +1,4 @@
+import type { FaultProfile } from '../netem/fault-proxy.js';
 import type { DemoResult, EpochResult } from './engine.js';
 
 /** Decimal units, like the MB/s next to them. */
@@ -17,6 +18,24 @@ export function table(header: readonly string[], rows: readonly (readonly string
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: readonly string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+}
+
+function mbps(bps: number | undefined): string | undefined {
+  return bps ? `${(bps / 1e6).toFixed(0)} MB/s` : undefined;
+}
+
+/** A network profile's settings in words: `20 ms to first byte, 50 MB/s per connection, 25 MB/s in total`. */
+export function profileText(p: FaultProfile): string {
+  const parts: string[] = [];
+  if (p.firstByteLatencyMs) parts.push(`${p.firstByteLatencyMs} ms to first byte`);
+  if (p.upLatencyMs || p.downLatencyMs) parts.push(`${p.upLatencyMs ?? 0}/${p.downLatencyMs ?? 0} ms up/down`);
+  if (p.connectLatencyMs) parts.push(`${p.connectLatencyMs} ms to connect`);
+  const perConn = mbps(p.bandwidthPerConnBps);
+  if (perConn) parts.push(`${perConn} per connection`);
+  const total = mbps(p.totalBandwidthBps);
+  if (total) parts.push(`${total} in total`);
+  else if (parts.length > 0) parts.push('no total bandwidth cap');
+  return parts.length > 0 ? parts.join(', ') : 'no faults';
 }
 
 /** The columns of the demo's main table, in order. */
@@ -63,12 +82,11 @@ export function formatReport(r: DemoResult, files: { chart?: string | undefined;
   const direct = r.epochs.find((e) => e.kind === 'direct');
   const warm = r.epochs.filter((e) => e.kind === 'warm');
   const bestWarm = warm.reduce<EpochResult | undefined>((b, e) => (b === undefined || e.rowsPerSec > b.rowsPerSec ? e : b), undefined);
-  const p = r.store.settings;
-  const profile = `${r.store.profile}: ${p.firstByteLatencyMs ?? 0} ms to first byte, ${((p.bandwidthPerConnBps ?? 0) / 1e6).toFixed(0) || 'unlimited'} MB/s per connection`;
   const lines = [
     '',
     `granary demo: ${formatBytes(r.dataset.bytes)} of Parquet (${r.dataset.files} files, ${r.dataset.rows} rows, ${r.dataset.partitions} row groups) in ${r.dataset.url}`,
-    `store: s3rver behind the fault proxy (${profile}); ${r.workers.length} cache workers, ${r.membership} membership${r.cluster ? ` (cluster ${r.cluster})` : ''}`,
+    `store: s3rver behind the fault proxy, profile ${r.store.profile} (${profileText(r.store.settings)})`,
+    `cache: ${r.workers.length} workers, each in its own thread, ${r.membership} membership${r.cluster ? ` (cluster ${r.cluster})` : ''}`,
     `loader: batch ${r.options.batchSize}, shuffled (seed ${r.options.seed}), prefetch ${r.options.prefetch}, ${r.options.fetchConcurrency} fetches in flight, ${r.options.decodeThreads} decode threads; simulated step ${r.options.stepMs} ms per batch`,
     '',
     epochTable(r),
@@ -77,6 +95,15 @@ export function formatReport(r: DemoResult, files: { chart?: string | undefined;
     stageTable(r),
     '',
   ];
+  const rate = (e: EpochResult) => `${(r.dataset.bytes / e.seconds / 1e6).toFixed(1)} MB/s`;
+  if (direct) {
+    const bound = direct.stallPct >= 50 ? 'data-bound: the device waited on the store' : 'not data-bound: the device waited on the store only';
+    lines.push(`direct: the loader got ${rate(direct)} of Parquet from the store; ${bound} ${direct.stallPct.toFixed(0)}% of the epoch`);
+  }
+  if (bestWarm) {
+    const bound = bestWarm.stepPct >= 75 ? 'compute-bound: the device was busy' : 'the device was busy only';
+    lines.push(`warm:   the loader got ${rate(bestWarm)} from the cache; ${bound} ${bestWarm.stepPct.toFixed(0)}% of the epoch`);
+  }
   if (direct && bestWarm) {
     lines.push(
       `warm cache vs the store: ${(bestWarm.rowsPerSec / direct.rowsPerSec).toFixed(2)}x the rows/s, data stall ${direct.stallPct.toFixed(0)}% -> ${bestWarm.stallPct.toFixed(0)}%, ` +

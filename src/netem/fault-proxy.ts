@@ -57,6 +57,15 @@ export const PROFILES = {
   none: { ...NO_FAULTS },
   /** A cloud object store seen from a VM in the same region: 20 ms to first byte, 50 MB/s per connection. */
   emulatedCloud: { ...NO_FAULTS, firstByteLatencyMs: 20, bandwidthPerConnBps: 50e6 },
+  /**
+   * A cloud store as one training job on a shared node sees it: the `emulatedCloud`
+   * latency and per-connection cap, plus a total cap on all of the job's connections
+   * together, its share of the node's link to the store (other jobs, other ranks and
+   * checkpoint traffic use the rest). Parallel connections no longer add up to more
+   * bandwidth than the link has, so a job whose step consumes data faster than that
+   * share waits on the store, as real jobs do. `granary demo` uses it by default.
+   */
+  trainingNode: { ...NO_FAULTS, firstByteLatencyMs: 20, bandwidthPerConnBps: 50e6, totalBandwidthBps: 25e6 },
   /** A cross-region store: 80 ms to first byte, 5 ms each way, 20 MB/s per connection, 200 MB/s in total. */
   crossRegion: { ...NO_FAULTS, firstByteLatencyMs: 80, upLatencyMs: 5, downLatencyMs: 5, bandwidthPerConnBps: 20e6, totalBandwidthBps: 200e6 },
   /** A slow, congested link: 50 ms each way, 1 MB/s per connection. */

@@ -118,26 +118,4 @@ describe('granary CLI', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^granary gen: GRANARY_ERR_[A-Z_]+: /);
   });
-
-  it('runs the demo end to end on a small dataset and removes its directory', async () => {
-    const base = join(dir, 'demo');
-    const r = await granary(['demo', '--rows', '3000', '--row-group-rows', '500', '--images', '4', '--dir', base]);
-    expect(r.stderr).toBe('');
-    expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/parquet\s+8\s+3000\s/);
-    expect(r.stdout).toMatch(/images\s+4\s+4\s/);
-    expect(r.stdout).toContain('requests while reading: list 2');
-    expect(r.stdout).toContain('verified');
-    expect(await readdir(base)).toEqual([]);
-  });
-
-  it('keeps the demo data with --keep and reports it as JSON', async () => {
-    const base = join(dir, 'demo-keep');
-    const r = await granary(['demo', '--rows', '5', '--images', '0', '--dir', base, '--keep', '--json']);
-    expect(r.code).toBe(0);
-    const result = JSON.parse(r.stdout) as { dir: string; datasets: { dataset: string; files: number; rows: number; verified: { bytes: number } }[]; bytes: number };
-    expect(result.datasets.map((d) => [d.dataset, d.files, d.rows])).toEqual([['parquet', 5, 5]]);
-    expect(result.datasets[0]?.verified.bytes).toBe(result.bytes);
-    expect((await readdir(join(result.dir, 'parquet'))).length).toBe(5);
-  });
 });

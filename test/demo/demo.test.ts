@@ -76,13 +76,16 @@ describe('granary demo', () => {
     expect(warm[4]).toBe('0 B');
     expect(r.stdout).toMatch(/every epoch yielded each of the \d+ rows exactly once/);
     expect(r.stdout).toContain('loader stages');
+    expect(r.stdout).toMatch(/profile trainingNode \(20 ms to first byte, 50 MB\/s per connection, \d+ MB\/s in total\)/);
+    expect(r.stdout).toMatch(/^direct: the loader got [\d.]+ MB\/s of Parquet from the store/m);
+    expect(r.stdout).toMatch(/^warm: +the loader got [\d.]+ MB\/s from the cache/m);
 
     const svg = await readFile(join(out, 'demo.svg'), 'utf8');
     expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
     expect(svg.trimEnd().endsWith('</svg>')).toBe(true);
-    expect(svg).toContain('Throughput (rows/s');
-    expect(svg).toContain('Data stall');
-    expect((svg.match(/<rect /g) ?? []).length).toBeGreaterThanOrEqual(2 * 3 + 3);
+    for (const panel of ['Throughput', 'Data stall', 'Accelerator utilization']) expect(svg).toContain(panel);
+    // Three panels of three bars each, three legend keys.
+    expect((svg.match(/<rect /g) ?? []).length).toBeGreaterThanOrEqual(3 * 3 + 3);
 
     const result = JSON.parse(await readFile(join(out, 'demo.json'), 'utf8')) as DemoResult;
     expect(result.epochs.map((e) => [e.label, e.kind])).toEqual([
@@ -98,7 +101,13 @@ describe('granary demo', () => {
     }
     expect(result.workers).toHaveLength(2);
     expect(result.membership).toBe('static');
-    expect(result.store.profile).toBe('emulatedCloud');
+    // The default profile caps the job's total bandwidth to the store.
+    expect(result.store.profile).toBe('trainingNode');
+    expect(result.store.settings.totalBandwidthBps).toBeGreaterThan(0);
+    for (const e of result.epochs) {
+      expect(e.stepPct).toBeGreaterThan(0);
+      expect(e.stepPct).toBeLessThanOrEqual(100);
+    }
     // The temp store directory the demo made is gone.
     expect((await readdir(storeParent)).filter((n) => n.startsWith('granary-demo'))).toEqual([]);
   });
@@ -109,6 +118,9 @@ describe('granary demo', () => {
     for (const flag of ['--size', '--files', '--epochs', '--no-direct', '--step-ms', '--workers', '--profile', '--etcd', '--config', '--json', '--out']) {
       expect(r.stdout).toContain(flag);
     }
+    // Every network profile is listed with its settings, the default explained.
+    for (const name of ['none', 'emulatedCloud', 'trainingNode', 'crossRegion', 'slowLink']) expect(r.stdout).toMatch(new RegExp(`^  ${name} +\\S`, 'm'));
+    expect(r.stdout).toContain("share of the node's link");
     expect(r.stdout).toContain('GRANARY_DEMO_EPOCHS');
   });
 
