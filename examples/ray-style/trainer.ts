@@ -7,8 +7,8 @@
  *   GRANARY_RANK, GRANARY_WORLD_SIZE   this trainer's place in its job
  *   GRANARY_TRAINER                    JSON: TrainerConfig below
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { RecordBatch } from 'apache-arrow';
+import { SimulatedDevice } from '../../src/demo/train-step.js';
 import { CacheClient, Dataset, S3Ufs, type UnderFileSystem } from '../../src/index.js';
 
 export interface TrainerConfig {
@@ -26,6 +26,14 @@ export interface TrainerConfig {
   decodeThreads: number;
 }
 
+export interface EpochTimes {
+  wallMs: number;
+  /** Accelerator busy time. */
+  busyMs: number;
+  /** Time the training loop waited for the next batch. */
+  stallMs: number;
+}
+
 export interface TrainerReport {
   job: string;
   mode: 'direct' | 'granary';
@@ -40,14 +48,16 @@ export interface TrainerReport {
   openMs: number;
   /** From the first batch asked for to the end of the last epoch. */
   wallMs: number;
-  /** Simulated accelerator time: stepMs per batch. */
+  /** Simulated accelerator busy time: stepMs per batch. */
   stepMs: number;
   /** Time the training loop waited for the next batch. */
   stallMs: number;
-  /** stepMs / wallMs, in %. */
+  /** Accelerator busy time / wallMs, in %: the device idles only while the trainer has no batch for it. */
   utilizationPct: number;
   /** stallMs / wallMs, in %. */
   dataWaitPct: number;
+  /** The same times per epoch: the first one reads a cold cache (granary) or the store (direct), the others a warm cache or the store again. */
+  perEpoch: EpochTimes[];
   /** Requests this trainer's own store client sent (direct reads, or the cache client's fallbacks). */
   storeRequests: number;
   storeBytes: number;
@@ -80,8 +90,13 @@ async function main(): Promise<void> {
   let rows = 0;
   let batches = 0;
   let stallMs = 0;
+  // The step runs like a GPU's (see SimulatedDevice): launched asynchronously, one step queued at most.
+  const device = new SimulatedDevice(cfg.stepMs);
   t = performance.now();
+  const perEpoch: EpochTimes[] = [];
   for (let epoch = 0; epoch < cfg.epochs; epoch++) {
+    const e0 = performance.now();
+    const busy0 = device.stats().busyMs;
     const stream = ds.batches({ batchSize: cfg.batchSize, epoch, seed: cfg.seed, shuffle: true, rank, worldSize });
     let sum = 0;
     let n = 0;
@@ -89,10 +104,12 @@ async function main(): Promise<void> {
       sum += idSum(batch);
       n += batch.numRows;
       batches++;
-      // The step: the host waits for the accelerator while the loader keeps fetching.
-      if (cfg.stepMs > 0) await sleep(cfg.stepMs);
+      await device.step();
     }
-    stallMs += stream.stats().stallMs;
+    await device.synchronize();
+    const epochStallMs = stream.stats().stallMs;
+    perEpoch.push({ wallMs: performance.now() - e0, busyMs: device.stats().busyMs - busy0, stallMs: epochStallMs });
+    stallMs += epochStallMs;
     idSums.push(sum);
     rowsPerEpoch.push(n);
     rows += n;
@@ -112,10 +129,11 @@ async function main(): Promise<void> {
     rowsPerEpoch,
     openMs,
     wallMs,
-    stepMs: batches * cfg.stepMs,
+    stepMs: device.stats().busyMs,
     stallMs,
-    utilizationPct: wallMs > 0 ? Math.min(100, (100 * batches * cfg.stepMs) / wallMs) : 0,
+    utilizationPct: wallMs > 0 ? Math.min(100, (100 * device.stats().busyMs) / wallMs) : 0,
     dataWaitPct: wallMs > 0 ? Math.min(100, (100 * stallMs) / wallMs) : 0,
+    perEpoch,
     storeRequests: counts.get + counts.stat + counts.list,
     storeBytes: counts.bytesRead,
     fallbacks: client?.stats().fallbacks ?? 0,

@@ -53,7 +53,7 @@ export function registerDemo(program: Command): void {
     .addOption(opt('--epochs <n>', 'epochs'))
     .addOption(new Option('--no-direct', `skip the epoch read straight from the store [env ${envName('demo', 'direct')}=false]`))
     .addOption(opt('--batch-size <n>', 'batchSize'))
-    .addOption(opt('--step-ms <ms>', 'stepMs', '; a simulated GPU step, launched asynchronously after the host reads the batch'))
+    .addOption(opt('--step-ms <ms>', 'stepMs', '; launched asynchronously like a GPU step, after the host reads the batch'))
     .addOption(opt('--seed <n>', 'seed'))
     .addOption(opt('--workers <n>', 'workers'))
     .addOption(opt('--worker-memory <size>', 'workerMemory'))

@@ -39,10 +39,22 @@ describe('examples/ray-style', () => {
           expect(pct).toBeGreaterThanOrEqual(0);
           expect(pct).toBeLessThanOrEqual(100);
         }
-        expect(t.utilizationPct + t.dataWaitPct).toBeLessThanOrEqual(100.5);
+        // Per epoch: the device cannot be busy longer than the epoch lasted (1 ms of timer slack).
+        expect(t.perEpoch).toHaveLength(2);
+        for (const e of t.perEpoch) {
+          expect(e.busyMs).toBeLessThanOrEqual(e.wallMs + 1);
+          expect(e.stallMs).toBeLessThanOrEqual(e.wallMs + 1);
+        }
+        expect(t.perEpoch.reduce((a, e) => a + e.busyMs, 0)).toBe(t.batches * result.stepMs);
+      }
+      expect(m.laterEpochs).not.toBeNull();
+      for (const pct of [m.laterEpochs?.utilizationPct ?? -1, m.laterEpochs?.dataWaitPct ?? -1]) {
+        expect(pct).toBeGreaterThanOrEqual(0);
+        expect(pct).toBeLessThanOrEqual(100);
       }
       expect(m.storeRequests).toBeGreaterThan(0);
     }
+    expect(result.profile).toBe('trainingNode');
     const [direct, granary] = result.modes;
     // Four trainer-epochs per job read the whole dataset from the store directly; through the cache the
     // jobs share one cold read.
