@@ -98,6 +98,8 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
   #state: RegistrationState = 'registering';
   #lease: Lease | undefined;
   #leaseId: string | undefined;
+  /** The JSON this registration last wrote to its key. */
+  #lastWritten: string | undefined;
   #lastKeepaliveAt: number | undefined;
   #failure: GranaryError | undefined;
   #loop: Promise<void>;
@@ -231,6 +233,18 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
       }
     }
     await this.#loop;
+    if (revoked || lease === undefined) {
+      // Belt and braces: a lease granted by a re-registration racing this close, or a
+      // revoke etcd acknowledged late, must not leave the key behind for a TTL. Delete
+      // it if it still holds what this registration wrote (never another worker's).
+      try {
+        const deadline = Date.now() + this.#requestTimeoutMs;
+        const current = await this.#client.get(this.key).options({ deadline }).string();
+        if (current !== null && current === this.#lastWritten) await this.#client.delete().key(this.key).options({ deadline }).exec();
+      } catch {
+        // etcd unreachable: the key expires with its lease.
+      }
+    }
     this.#client.close();
     if (registrationChannels.closed.hasSubscribers) {
       registrationChannels.closed.publish({ ...this.#tag(), revoked, failed: wasFailed });
@@ -254,9 +268,11 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
   }
 
   #put(lease: Lease, info: WorkerInfo): Promise<unknown> {
+    const value = JSON.stringify(info);
+    this.#lastWritten = value;
     return lease
       .put(this.key)
-      .value(JSON.stringify(info))
+      .value(value)
       .options({ deadline: Date.now() + this.#requestTimeoutMs })
       .exec();
   }
