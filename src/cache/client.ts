@@ -43,7 +43,7 @@ export interface CacheClientOptions {
    * @default 16 MiB
    */
   blockSize?: number;
-  /** A read larger than this is split into parallel requests. @default 4 MiB */
+  /** A read larger than this is split into parallel requests. @default 8 MiB */
   partSize?: number;
   /** Requests in flight to workers, over all reads. @default 32 */
   concurrency?: number;
@@ -485,11 +485,20 @@ export class CacheClient implements UnderFileSystem {
     }
     let pos = 0;
     try {
-      for await (const chunk of res.body as AsyncIterable<Buffer>) {
-        if (pos + chunk.byteLength > part.length) throw new WorkerFault(`worker ${w.id} sent more than ${part.length} bytes for ${url}`);
-        out.set(chunk, at + pos);
-        pos += chunk.byteLength;
-      }
+      // 'data' events rather than async iteration: one less promise per 64 KiB chunk on the hot path.
+      await new Promise<void>((resolve, reject) => {
+        const body = res.body;
+        body.on('data', (chunk: Buffer) => {
+          if (pos + chunk.byteLength > part.length) {
+            body.destroy(new WorkerFault(`worker ${w.id} sent more than ${part.length} bytes for ${url}`));
+            return;
+          }
+          out.set(chunk, at + pos);
+          pos += chunk.byteLength;
+        });
+        body.once('end', resolve);
+        body.once('error', reject);
+      });
     } catch (err) {
       throwIfAborted(signal);
       if (err instanceof WorkerFault) throw err;

@@ -1,6 +1,8 @@
 import { InvalidArgumentError as CommanderInvalidArgument, Option, type Command } from 'commander';
 import { CacheClient } from '../cache/client.js';
 import { validateEndpoints, validateWorkerUrl } from '../cache/membership.js';
+import { SECTIONS } from '../config/keys.js';
+import { flagsFromCommand, loadConfig, type ConfigSource } from '../config/load.js';
 import { ConfigError, UnavailableError } from '../errors.js';
 import type { UnderFileSystem } from '../ufs/types.js';
 import { checkUsage } from './errors.js';
@@ -22,6 +24,8 @@ export interface CacheClientCliOptions extends StoreOptions {
   cluster: string;
   workers?: string | undefined;
   token?: string | undefined;
+  /** A JSON config file (`--config`, or GRANARY_CONFIG). */
+  config?: string | undefined;
 }
 
 const DURATION_RE = /^(\d+(?:_\d+)*)\s*(ms|s|m|h)$/;
@@ -66,7 +70,8 @@ export function addCacheClientOptions(cmd: Command): Command {
     .addOption(etcdOption())
     .addOption(clusterOption())
     .addOption(new Option('--workers <urls>', 'worker URLs, comma-separated, instead of etcd (e.g. http://127.0.0.1:7070)').env('GRANARY_WORKERS'))
-    .addOption(tokenOption('bearer token the workers require'));
+    .addOption(tokenOption('bearer token the workers require'))
+    .addOption(new Option('--config <file>', 'JSON config file with cluster and store sections (flags > GRANARY_* env > file > defaults)').env('GRANARY_CONFIG'));
   return addStoreOptions(cmd);
 }
 
@@ -78,22 +83,26 @@ export type CacheSource = { kind: 'etcd'; endpoints: string[]; cluster: string }
  * one's environment variable (GRANARY_ETCD set in a shell profile must not stop
  * `--workers` from working); two on the same level are a usage error.
  */
-export function cacheSource(options: CacheClientCliOptions, command: Command): CacheSource {
+/** Where a value came from, as commander names it: 'cli', 'env', 'config' (file) or 'default'. */
+export type ValueSource = (key: string) => string | undefined;
+
+export function cacheSource(options: CacheClientCliOptions, command: Command | ValueSource): CacheSource {
+  const sourceOf: ValueSource = typeof command === 'function' ? command : (key) => command.getOptionValueSource(key);
   let etcd = options.etcd;
   let workers = options.workers;
   if (etcd !== undefined && workers !== undefined) {
-    const etcdFrom = command.getOptionValueSource('etcd');
-    const workersFrom = command.getOptionValueSource('workers');
+    const etcdFrom = sourceOf('etcd');
+    const workersFrom = sourceOf('workers');
     if (etcdFrom === 'cli' && workersFrom === 'env') workers = undefined;
     else if (workersFrom === 'cli' && etcdFrom === 'env') etcd = undefined;
     else {
-      const from = (s: string | undefined, flag: string, env: string) => (s === 'env' ? env : flag);
+      const from = (s: string | undefined, flag: string, env: string) => (s === 'env' ? env : s === 'config' ? `${flag.slice(2)} in the config file` : flag);
       throw new ConfigError(
         `Give ${from(etcdFrom, '--etcd', 'GRANARY_ETCD')} or ${from(workersFrom, '--workers', 'GRANARY_WORKERS')}, not both (etcd ${etcd}, workers ${workers})`,
       );
     }
   }
-  if (etcd === undefined && command.getOptionValueSource('cluster') === 'cli') {
+  if (etcd === undefined && sourceOf('cluster') === 'cli') {
     throw new ConfigError(`--cluster ${options.cluster} needs --etcd (or GRANARY_ETCD): a cluster is found in etcd`);
   }
   if (etcd !== undefined) {
@@ -128,13 +137,41 @@ export interface OpenCacheOptions {
   signal?: AbortSignal | undefined;
 }
 
+const SOURCE_NAMES: Record<ConfigSource, string> = { flag: 'cli', env: 'env', file: 'config', default: 'default' };
+
+/**
+ * The client commands' values through the one configuration path (src/config): flags
+ * typed, then GRANARY_* environment variables, then the config file's `cluster` and
+ * `store` sections (`--config` or GRANARY_CONFIG), then defaults.
+ */
+async function resolveClientConfig(cli: CacheClientCliOptions, command: Command): Promise<{ options: CacheClientCliOptions; sourceOf: ValueSource }> {
+  const configFile = cli.config;
+  const [c, st] = await Promise.all([
+    loadConfig('cluster', { flags: flagsFromCommand(command, Object.keys(SECTIONS.cluster)), configFile }),
+    loadConfig('store', { flags: flagsFromCommand(command, Object.keys(SECTIONS.store)), configFile }),
+  ]);
+  const options: CacheClientCliOptions = {
+    ...cli,
+    etcd: c.values.etcd?.join(','),
+    cluster: c.values.cluster,
+    workers: c.values.workers?.join(','),
+    token: c.values.token,
+    s3Endpoint: st.values.s3Endpoint,
+    s3Region: st.values.s3Region,
+    s3PathStyle: st.values.s3PathStyle,
+  };
+  const sources = { ...st.sources, ...c.sources } as Record<string, ConfigSource>;
+  return { options, sourceOf: (key) => (sources[key] === undefined ? undefined : SOURCE_NAMES[sources[key]]) };
+}
+
 /**
  * A `CacheClient` for the command's flags, ready to use: for etcd, the first list of
  * workers is in (or `ETCD_READY_TIMEOUT_MS` passed, and reads fall back to the store).
  * Without any workers, the store itself, and one line on stderr saying so.
  */
-export async function openCache(options: CacheClientCliOptions, command: Command, open: OpenCacheOptions): Promise<CacheAccess> {
-  const source = cacheSource(options, command);
+export async function openCache(cliOptions: CacheClientCliOptions, command: Command, open: OpenCacheOptions): Promise<CacheAccess> {
+  const { options, sourceOf } = await resolveClientConfig(cliOptions, command);
+  const source = cacheSource(options, sourceOf);
   if (source.kind === 'direct') {
     if (open.requireWorkers) {
       throw new ConfigError(`${open.commandName} needs cache workers: give --etcd URL (with --cluster NAME) or --workers URL,URL (or GRANARY_ETCD / GRANARY_WORKERS)`);

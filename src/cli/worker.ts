@@ -3,6 +3,8 @@ import type { EvictionPolicyName } from '../cache/eviction.js';
 import { validateCluster, validateEndpoints, validateWorkerId, validateWorkerUrl } from '../cache/membership.js';
 import { checkPageSize, DEFAULT_PAGE_SIZE } from '../cache/page-key.js';
 import { startWorker, type CacheWorker, type WorkerOptions } from '../cache/worker.js';
+import { flagsFromCommand, loadConfig } from '../config/load.js';
+import { SECTIONS } from '../config/keys.js';
 import { ConfigError } from '../errors.js';
 import { schemeOf } from '../ufs/url.js';
 import { clusterOption, durationParser, etcdOption, splitList, tokenOption } from './cache-options.js';
@@ -30,6 +32,7 @@ interface WorkerCliOptions extends StoreOptions {
   allow?: string[] | undefined;
   metadataTtl: number;
   json?: boolean | undefined;
+  config?: string | undefined;
 }
 
 function collect(value: string, previous: string[] | undefined): string[] {
@@ -74,6 +77,41 @@ function workerOptions(o: WorkerCliOptions, command: Command): Omit<WorkerOption
   });
 }
 
+/**
+ * The command's values through the one configuration path (src/config): flags the user
+ * typed, then GRANARY_* environment variables, then the config file's `worker`,
+ * `cluster` and `store` sections, then defaults.
+ */
+async function resolveConfig(cli: WorkerCliOptions, command: Command): Promise<WorkerCliOptions> {
+  const configFile = cli.config;
+  const load = <N extends 'worker' | 'cluster' | 'store'>(section: N) =>
+    loadConfig(section, { flags: flagsFromCommand(command, Object.keys(SECTIONS[section])), configFile });
+  const [w, c, st] = await Promise.all([load('worker'), load('cluster'), load('store')]);
+  for (const warning of [...w.warnings, ...c.warnings, ...st.warnings]) process.stderr.write(`granary worker: ${warning}\n`);
+  const v = w.values;
+  return {
+    ...cli,
+    host: v.host,
+    port: v.port,
+    id: v.id,
+    advertiseUrl: v.advertiseUrl,
+    memory: v.memory,
+    diskDir: v.diskDir,
+    disk: v.disk,
+    pageSize: v.pageSize,
+    policy: v.policy,
+    leaseTtl: v.leaseTtl,
+    allow: v.allow,
+    metadataTtl: v.metadataTtl,
+    etcd: c.values.etcd?.join(','),
+    cluster: c.values.cluster,
+    token: c.values.token,
+    s3Endpoint: st.values.s3Endpoint,
+    s3Region: st.values.s3Region,
+    s3PathStyle: st.values.s3PathStyle,
+  };
+}
+
 export function registerWorker(program: Command): void {
   const cmd = program
     .command('worker')
@@ -93,7 +131,8 @@ export function registerWorker(program: Command): void {
     .addOption(tokenOption('require Authorization: Bearer <token> on every endpoint but /healthz'))
     .addOption(new Option('--allow <prefix>', 'store URL prefix this worker may read; repeat for more (default: any)').argParser(collect))
     .addOption(new Option('--metadata-ttl <duration>', 'how long stat and list answers are cached').argParser(durationParser(0)).default(10_000, '10s'))
-    .option('--json', 'print the ready line as JSON: {"id","url"}');
+    .option('--json', 'print the ready line as JSON: {"id","url"}')
+    .addOption(new Option('--config <file>', 'JSON config file with worker, cluster and store sections (flags > GRANARY_* env > file > defaults)').env('GRANARY_CONFIG'));
   addStoreOptions(cmd);
   cmd.addHelpText(
     'after',
@@ -105,7 +144,8 @@ Examples:
   granary worker --port 7070 --memory 1GiB --disk-dir /var/cache/granary --disk 20GiB
   GRANARY_TOKEN=secret granary worker --etcd http://127.0.0.1:2379 --cluster train --allow s3://datasets/`,
   );
-  cmd.action(async (options: WorkerCliOptions, command: Command) => {
+  cmd.action(async (cliOptions: WorkerCliOptions, command: Command) => {
+    const options = await resolveConfig(cliOptions, command);
     const opts = workerOptions(options, command);
     const ufs = ufsFromOptions(options);
     let worker: CacheWorker | undefined;

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
@@ -603,6 +604,8 @@ export class S3Ufs implements StoreAdapter {
     const parts: Array<[number, number]> = [];
     for (let at = 0; at < out.byteLength; at += this.#partSize) parts.push([at, Math.min(this.#partSize, out.byteLength - at)]);
     const stopAll = new AbortController();
+    // Every part in flight listens on this one signal: `parallelism` listeners are expected.
+    setMaxListeners(0, stopAll.signal);
     const unlink = linkAbort(callerSignal, stopAll);
     const signal = stopAll.signal;
     let firstError: unknown;
