@@ -50,6 +50,7 @@ const { values: args } = parseArgs({
     threads: { type: 'string' },
     'rss-child': { type: 'string' },
     'prefetch-bytes-mib': { type: 'string', default: '128' },
+    'embedding-bytes': { type: 'string', default: '64' },
   },
 });
 
@@ -64,6 +65,8 @@ const RSS_RUNS = Number(args['rss-runs'] ?? (QUICK ? 1 : 3));
 const PREFETCH_BYTES = Math.round(Number(args['prefetch-bytes-mib']) * MiB);
 const SEED = 7;
 const COLUMNS = ['id', 'label', 'score', 'embedding'];
+/** Width of the `embedding` column in the throughput and stall dataset: most of each row's bytes. */
+const EMBEDDING_BYTES = Number(args['embedding-bytes']);
 for (const [name, v] of Object.entries({ ROWS, RUNS, STALL_RUNS, RSS_RUNS, BATCH, STEP_FACTOR, PREFETCH_BYTES })) {
   if (!(v > 0) || !Number.isFinite(v)) throw new Error(`Expected a positive number for ${name}, got ${v}`);
 }
@@ -311,9 +314,9 @@ async function main(): Promise<void> {
     mkdirSync(dirA);
     const prefixA = `${pathToFileURL(dirA).href}/`;
     let t = performance.now();
-    const genA = await generateParquetDataset(local, prefixA, { rows: ROWS, files: 8, rowGroupRows: 65_536, codec: 'snappy', embeddingBytes: 64, seed: SEED });
+    const genA = await generateParquetDataset(local, prefixA, { rows: ROWS, files: 8, rowGroupRows: 65_536, codec: 'snappy', embeddingBytes: EMBEDDING_BYTES, seed: SEED });
     console.log(`dataset A: ${ROWS} rows, ${genA.files.length} files, ${fmt(genA.bytes / MiB)} MiB (snappy) in ${fmt((performance.now() - t) / 1000)} s`);
-    out.datasetA = { rows: ROWS, files: genA.files.length, bytes: genA.bytes, rowGroupRows: 65_536, codec: 'snappy', embeddingBytes: 64 };
+    out.datasetA = { rows: ROWS, files: genA.files.length, bytes: genA.bytes, rowGroupRows: 65_536, codec: 'snappy', embeddingBytes: EMBEDDING_BYTES };
 
     // The same bytes in memory, under the same URLs.
     const mem = new MemoryUfs();
