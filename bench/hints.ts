@@ -29,7 +29,8 @@ import type { WorkerInfoResponse, WorkerOptions } from '../src/cache/worker.js';
 import { Dataset } from '../src/loader/dataset.js';
 import { createUfs } from '../src/ufs/router.js';
 import { S3Ufs } from '../src/ufs/s3.js';
-import { PROFILES, startFaultProxy } from '../src/netem/fault-proxy.js';
+import { PROFILES } from '../src/netem/fault-proxy.js';
+import { startProxyProcess } from './lib/proxy.js';
 import { startS3rver, stopChild } from '../test/support/s3rver.js';
 import { createInterface } from 'node:readline';
 import { startWorker } from '../src/cache/worker.js';
@@ -48,7 +49,6 @@ const { values: args } = parseArgs({
     lookahead: { type: 'string', default: '8' },
     profile: { type: 'string', default: 'emulatedCloud' },
     seed: { type: 'string', default: '42' },
-    'proxy-child': { type: 'string' },
     'worker-child': { type: 'string' },
     out: { type: 'string' },
   },
@@ -77,33 +77,6 @@ if (!(RATIO > 0 && RATIO < 1)) throw new Error(`Expected --cache-ratio between 0
 
 const PREFIX = 's3://bench/ds/';
 
-/** The fault proxy runs in its own process (this file with `--proxy-child <port>`), as in bench/ufs.ts. */
-async function proxyChild(targetPort: number): Promise<void> {
-  const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: targetPort }, ...profile });
-  process.stdout.write(`PROXY_PORT=${proxy.port}\n`);
-  const stop = (): void => {
-    void proxy.close().then(() => process.exit(0));
-  };
-  process.on('SIGTERM', stop);
-  process.on('disconnect', stop);
-}
-
-async function startProxyProcess(targetPort: number): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), '--proxy-child', String(targetPort), '--profile', PROFILE_NAME], {
-    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
-  });
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = '';
-    child.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /PROXY_PORT=(\d+)/.exec(out);
-      if (m?.[1]) resolve(Number(m[1]));
-    });
-    child.once('exit', (code) => reject(new Error(`fault proxy process exited with ${String(code)}`)));
-  });
-  child.stdout?.resume();
-  return { url: `http://127.0.0.1:${port}`, child };
-}
 
 interface WorkerProcess {
   url: string;
@@ -285,7 +258,7 @@ function pct(x: number): string {
 
 async function main(): Promise<void> {
   const s3 = await startS3rver({ buckets: ['bench'] });
-  const proxy = await startProxyProcess(s3.port);
+  const proxy = await startProxyProcess(s3.port, PROFILE_NAME);
   const credentials = { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey };
   const rows: EpochRow[] = [];
   let env: Env | undefined;
@@ -306,7 +279,7 @@ async function main(): Promise<void> {
     rows.push(await crossJob(env, 'lru'));
     rows.push(await crossJob(env, 'hints'));
   } finally {
-    await stopChild(proxy.child);
+    await proxy.handle.stop();
     await s3.close();
   }
   const D = env.datasetBytes;
@@ -363,9 +336,7 @@ async function main(): Promise<void> {
   );
 }
 
-if (args['proxy-child'] !== undefined) {
-  await proxyChild(Number(args['proxy-child']));
-} else if (args['worker-child'] !== undefined) {
+if (args['worker-child'] !== undefined) {
   await workerChild(args['worker-child']);
 } else {
   await main();

@@ -9,7 +9,6 @@
  * Prints a markdown table and writes bench/results/ufs.json. Every read is checked
  * byte for byte against the object written.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -18,8 +17,9 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { S3Ufs } from '../src/ufs/s3.js';
-import { PROFILES, startFaultProxy } from '../test/support/fault-proxy.js';
-import { startS3rver, stopChild } from '../test/support/s3rver.js';
+import { PROFILES } from '../src/netem/fault-proxy.js';
+import { startProxyProcess } from './lib/proxy.js';
+import { startS3rver } from '../test/support/s3rver.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -28,7 +28,6 @@ const { values: args } = parseArgs({
     'part-mib': { type: 'string', default: '8' },
     runs: { type: 'string', default: '3' },
     profile: { type: 'string', default: 'emulatedCloud' },
-    'proxy-child': { type: 'string' },
   },
 });
 
@@ -63,41 +62,10 @@ function median(xs: number[]): number {
 
 const mibps = (seconds: number): number => SIZE / MiB / seconds;
 
-/**
- * The fault proxy runs in its own process (this file with `--proxy-child <port>`):
- * in the bench's process it would compete with the client for one event loop and
- * measure the proxy's CPU instead of the network it emulates.
- */
-async function proxyChild(targetPort: number): Promise<void> {
-  const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: targetPort }, ...profile });
-  process.stdout.write(`PROXY_PORT=${proxy.port}\n`);
-  const stop = (): void => {
-    void proxy.close().then(() => process.exit(0));
-  };
-  process.on('SIGTERM', stop);
-  process.on('disconnect', stop);
-}
-
-async function startProxyProcess(targetPort: number): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), '--proxy-child', String(targetPort), '--profile', PROFILE_NAME], {
-    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
-  });
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = '';
-    child.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /PROXY_PORT=(\d+)/.exec(out);
-      if (m?.[1]) resolve(Number(m[1]));
-    });
-    child.once('exit', (code) => reject(new Error(`fault proxy process exited with ${String(code)}`)));
-  });
-  child.stdout?.resume();
-  return { url: `http://127.0.0.1:${port}`, child };
-}
 
 async function main(): Promise<void> {
   const s3 = await startS3rver({ buckets: ['bench'] });
-  const proxy = await startProxyProcess(s3.port);
+  const proxy = await startProxyProcess(s3.port, PROFILE_NAME);
   const credentials = { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey };
   const url = 's3://bench/large.bin';
   const modes: Mode[] = [];
@@ -144,7 +112,7 @@ async function main(): Promise<void> {
     }
   } finally {
     for (const m of modes) await m.ufs.close();
-    await stopChild(proxy.child);
+    await proxy.handle.stop();
     await s3.close();
   }
 
@@ -185,5 +153,4 @@ async function main(): Promise<void> {
   console.log(`\nwrote ${out}`);
 }
 
-if (args['proxy-child'] !== undefined) await proxyChild(Number(args['proxy-child']));
-else await main();
+await main();

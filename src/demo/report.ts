@@ -1,18 +1,9 @@
+import { formatBytes } from '../cli/options.js';
 import type { FaultProfile } from '../netem/fault-proxy.js';
 import type { DemoResult, EpochResult } from './engine.js';
 
-/** Decimal units, like the MB/s next to them. */
-export function formatBytes(n: number): string {
-  if (n < 1000) return `${n} B`;
-  const units = ['kB', 'MB', 'GB', 'TB'];
-  let v = n;
-  let u = -1;
-  while (v >= 1000 && u < units.length - 1) {
-    v /= 1000;
-    u++;
-  }
-  return `${v.toFixed(1)} ${units[u] ?? ''}`;
-}
+/** Decimal units, like the MB/s next to them (the CLI's formatter, shared). */
+export { formatBytes };
 
 export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
