@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CacheClient } from '../../src/cache/client.js';
@@ -323,6 +323,80 @@ describe('cache worker edge cases', () => {
     } finally {
       await client.close();
       await Promise.all(ws.slice(1).map((w) => w.close()));
+    }
+  });
+});
+
+describe('large parts read straight into the output', () => {
+  it('falls back to the store, with exact bytes, whatever a bad worker does to a large read', async () => {
+    const store = new MemoryUfs();
+    const data = randomBytes(3 * MiB);
+    const u = 's3://bucket/raw/x.bin';
+    const { etag } = await store.write(u, data);
+    const behaviours: Record<string, (res: ServerResponse) => void> = {
+      'wrong version': (res) => {
+        res.setHeader('x-granary-etag', 'other');
+        res.setHeader('content-length', 3 * MiB);
+        res.end(Buffer.alloc(3 * MiB));
+      },
+      'short body, then close': (res) => {
+        res.setHeader('x-granary-etag', etag);
+        res.setHeader('content-length', 3 * MiB);
+        res.write(Buffer.alloc(1000));
+        res.destroy();
+      },
+      'chunked, no content-length': (res) => {
+        res.setHeader('x-granary-etag', etag);
+        res.write(data.subarray(0, MiB));
+        res.end(data.subarray(MiB));
+      },
+      '500 with a JSON body': (res) => {
+        res.statusCode = 500;
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ code: 'GRANARY_ERR_INTERNAL', message: 'boom' }));
+      },
+      'connection dropped at once': (res) => {
+        res.socket?.destroy();
+      },
+    };
+    for (const [name, behave] of Object.entries(behaviours)) {
+      const server = createServer((req, res) => {
+        if (req.url?.startsWith('/v1/read')) behave(res);
+        else {
+          res.statusCode = 500;
+          res.end('{}');
+        }
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+      const client = new CacheClient({ workers: [`http://127.0.0.1:${(server.address() as AddressInfo).port}`], ufs: store });
+      try {
+        const got = await client.read(u, 0, data.byteLength, { etag });
+        expect(Buffer.from(got).equals(data), name).toBe(true);
+        expect(client.stats().fallbacks, name).toBeGreaterThan(0);
+      } finally {
+        await client.close();
+        server.closeAllConnections();
+        await new Promise<void>((r) => server.close(() => r()));
+      }
+    }
+  });
+
+  it('rejects with the signal reason when a large read is aborted', async () => {
+    const store = new MemoryUfs();
+    await store.write('s3://bucket/raw/y.bin', randomBytes(4 * MiB));
+    const server = createServer(() => undefined); // never answers
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const client = new CacheClient({ workers: [`http://127.0.0.1:${(server.address() as AddressInfo).port}`], ufs: store });
+    try {
+      const ac = new AbortController();
+      const info = await store.stat('s3://bucket/raw/y.bin');
+      const p = client.read('s3://bucket/raw/y.bin', 0, 4 * MiB, { etag: info.etag, signal: ac.signal });
+      setTimeout(() => ac.abort(new Error('caller gave up')), 50);
+      await expect(p).rejects.toThrow('caller gave up');
+    } finally {
+      await client.close();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
     }
   });
 });
