@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
-import { ClosedError, DecodeError, InvalidArgumentError, isGranaryError } from '../errors.js';
+import { ClosedError, DecodeError, InvalidArgumentError, TimeoutError, isGranaryError } from '../errors.js';
 import type { ParquetDecodeTask } from './decode-parquet.js';
 
 export interface DecodePoolOptions {
@@ -9,6 +9,13 @@ export interface DecodePoolOptions {
    * @default max(1, cores - 1)
    */
   threads?: number | undefined;
+  /**
+   * A decode that takes longer than this fails with `GRANARY_ERR_TIMEOUT` naming the
+   * file, and the pool's threads are replaced: a decoder stuck on a malformed file must
+   * not hang the loader.
+   * @default 120_000
+   */
+  timeoutMs?: number | undefined;
 }
 
 /**
@@ -17,6 +24,7 @@ export interface DecodePoolOptions {
  */
 export class DecodePool {
   readonly threads: number;
+  readonly #timeoutMs: number;
   #pool: Piscina | undefined;
   #closed = false;
 
@@ -26,6 +34,11 @@ export class DecodePool {
       throw new InvalidArgumentError(`Expected \`decodeThreads\` to be an integer from 1 and up, got \`${String(t)}\` (${typeof t})`);
     }
     this.threads = t;
+    const ms = options.timeoutMs ?? 120_000;
+    if (!Number.isSafeInteger(ms) || ms < 1) {
+      throw new InvalidArgumentError(`Expected \`timeoutMs\` to be an integer from 1 and up, got \`${String(ms)}\` (${typeof ms})`);
+    }
+    this.#timeoutMs = ms;
   }
 
   #get(): Piscina {
@@ -36,7 +49,10 @@ export class DecodePool {
       const filename = new URL(isTs ? './decode-worker.ts' : './decode-worker.js', self).href;
       this.#pool = new Piscina({
         filename,
-        minThreads: 0,
+        // Every failed decode ends its thread on purpose (see decode-worker.ts); keeping
+        // minThreads at the pool size makes piscina start a replacement at once, so a
+        // task queued behind the failed one never waits for a thread.
+        minThreads: this.threads,
         maxThreads: this.threads,
         idleTimeout: 30_000,
         ...(isTs ? { execArgv: [...withoutTsx(process.execArgv), '--import', 'tsx'] } : {}),
@@ -50,18 +66,39 @@ export class DecodePool {
   /** Decode one row group (or a schema) to Arrow IPC stream bytes. Failures are DecodeErrors naming the file. */
   async decode(task: ParquetDecodeTask, transfer: ArrayBuffer[], signal?: AbortSignal): Promise<Uint8Array> {
     const pool = this.#get();
+    const timer = new AbortController();
+    const onAbort = (): void => timer.abort(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    let timedOut = false;
+    const t = setTimeout(() => {
+      timedOut = true;
+      timer.abort(new TimeoutError(`Decoding ${task.url} took over ${this.#timeoutMs} ms`, { url: task.url }));
+    }, this.#timeoutMs);
+    t.unref();
     try {
-      const out: unknown = await pool.run(task, { transferList: transfer, ...(signal ? { signal } : {}) });
+      const out: unknown = await pool.run(task, { transferList: transfer, signal: timer.signal });
       if (!(out instanceof Uint8Array)) throw new DecodeError(`Decoder returned no bytes for ${task.url}`, { url: task.url });
       return out;
     } catch (err) {
       if (signal?.aborted) throw signal.reason ?? err;
+      if (timedOut) {
+        // Replace every thread: whatever wedged this task must not wedge the next.
+        if (this.#pool === pool) this.#pool = undefined;
+        void pool.destroy().catch(() => undefined);
+        throw new TimeoutError(`Decoding ${task.schemaOnly ? 'the schema of' : `${task.numRows} rows of`} ${task.url} took over ${this.#timeoutMs} ms; the decoder threads were replaced`, {
+          url: task.url,
+          cause: err,
+        });
+      }
       if (isGranaryError(err)) throw err;
       const msg = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
       throw new DecodeError(`Cannot decode ${task.schemaOnly ? 'the schema of' : `${task.numRows} rows of`} ${task.url}: ${msg}`, {
         url: task.url,
         cause: err,
       });
+    } finally {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', onAbort);
     }
   }
 

@@ -162,7 +162,9 @@ describe('cache cluster: etcd membership, s3rver store, worker processes', () =>
     try {
       await client.ready();
       await waitFor('three workers', () => client.workers().length === 3);
-      const extra = await spawnWorker(workerOptions('w3'));
+      // A long lease for this one: the test is about the revoke on close, and a keepalive
+      // missed on a loaded machine must not turn into a lost lease and a re-registration.
+      const extra = await spawnWorker({ ...workerOptions('w3'), etcd: { endpoints: [etcd.endpoint], cluster, ttlSeconds: 30 } });
       await waitFor('the fourth worker', () => client.workers().length === 4);
       await extra.stop();
       // The lease was revoked before the process exited: the key is gone now, not after a TTL.

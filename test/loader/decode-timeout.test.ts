@@ -1,0 +1,30 @@
+import { describe, expect, it } from 'vitest';
+import { DecodePool, Dataset } from '../../src/loader/index.js';
+import { collect, parquetDataset } from './helpers.js';
+
+describe('decode pool timeout', () => {
+  it('fails a decode that takes too long with GRANARY_ERR_TIMEOUT naming the file, and keeps working after', async () => {
+    const fs = await parquetDataset([500], 100);
+    const pool = new DecodePool({ threads: 1, timeoutMs: 1 });
+    try {
+      // 1 ms is less than a thread takes to start: every decode times out.
+      const ds = await Dataset.parquet('s3://bucket/ds/', { fs, pool }).catch((e: unknown) => e);
+      const err = ds instanceof Dataset ? await collect(ds.batches({ batchSize: 50 })).catch((e: unknown) => e) : ds;
+      expect(err).toMatchObject({ code: 'GRANARY_ERR_TIMEOUT' });
+      expect((err as Error).message).toContain('s3://bucket/ds/part-000.parquet');
+    } finally {
+      await pool.close();
+    }
+    const ok = await Dataset.parquet('s3://bucket/ds/', { fs, decodeThreads: 1 });
+    try {
+      const rows = (await collect(ok.batches({ batchSize: 50 }))).reduce((a, b) => a + b.numRows, 0);
+      expect(rows).toBe(500);
+    } finally {
+      await ok.close();
+    }
+  });
+
+  it('rejects a timeout that is not a positive integer', () => {
+    expect(() => new DecodePool({ timeoutMs: 0 })).toThrow(/timeoutMs/);
+  });
+});
