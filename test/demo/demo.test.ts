@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DemoResult } from '../../src/demo/engine.js';
 import { EPOCH_COLUMNS } from '../../src/demo/report.js';
+import { startEtcd } from '../support/etcd.js';
 
 interface Run {
   code: number | null;
@@ -143,4 +144,21 @@ describe('granary demo', () => {
     expect(cfg.stderr).toContain(`demo.profile from config file ${file}`);
     expect(cfg.stderr).toContain('"mars"');
   });
+
+  it('uses real etcd membership with --etcd: workers register there and the loader finds them', async (ctx) => {
+    const etcd = await startEtcd();
+    if (!etcd) return ctx.skip();
+    try {
+      const out = join(dir, 'out-etcd');
+      const r = await granary(['demo', '--size', '2MiB', '--files', '2', '--epochs', '2', '--step-ms', '1', '--batch-size', '256', '--out', out, '--etcd', etcd.endpoint]);
+      expect(r.stderr).not.toMatch(/GRANARY_ERR_/);
+      expect(r.code).toBe(0);
+      const result = JSON.parse(await readFile(join(out, 'demo.json'), 'utf8')) as DemoResult & { membership: string };
+      expect(result.membership).toBe('etcd');
+      expect(row(r.stdout, 'epoch 2 (warm)')[2]).toBe('100.0');
+      expect(r.stdout).toMatch(/every epoch yielded each of the \d+ rows exactly once/);
+    } finally {
+      await etcd.close();
+    }
+  }, 180_000);
 });
