@@ -2,8 +2,8 @@ import { tableToIPC } from 'apache-arrow';
 import type { UnderFileSystem } from '../ufs/types.js';
 import { firstIdOfFile, resolveTableOptions, rowsInFile, type ResolvedTableOptions } from './options.js';
 import { generateFileTable } from './table.js';
-import type { ArrowGenOptions, DatasetSummary, GeneratedFile } from './types.js';
-import { normalizePrefix, partName, writeGenerated } from './write.js';
+import type { ArrowGenOptions, DatasetSummary } from './types.js';
+import { writeTableDataset } from './write.js';
 
 /** Encode one file of the dataset in the Arrow IPC file format (record batches of `rowGroupRows`). */
 export function encodeArrowFile(options: Omit<ResolvedTableOptions, 'codec'>, fileIndex: number): Uint8Array {
@@ -19,22 +19,5 @@ export function encodeArrowFile(options: Omit<ResolvedTableOptions, 'codec'>, fi
  */
 export async function generateArrowDataset(ufs: UnderFileSystem, prefixUrl: string, options: ArrowGenOptions): Promise<DatasetSummary> {
   const resolved = resolveTableOptions({ ...options, codec: undefined });
-  const prefix = normalizePrefix(prefixUrl);
-  const out: GeneratedFile[] = [];
-  let bytes = 0;
-  for (let i = 0; i < resolved.files; i++) {
-    const data = encodeArrowFile(resolved, i);
-    const rows = rowsInFile(resolved.rows, resolved.files, i);
-    const file = await writeGenerated(
-      ufs,
-      prefix + partName(i, 'arrow'),
-      data,
-      { rows, firstId: firstIdOfFile(resolved.rows, resolved.files, i), groups: Math.ceil(rows / resolved.rowGroupRows) },
-      options,
-    );
-    out.push(file);
-    bytes += data.byteLength;
-    options.onFile?.(file, i, resolved.files);
-  }
-  return { format: 'arrow', prefixUrl: prefix, files: out, rows: resolved.rows, bytes };
+  return writeTableDataset(ufs, prefixUrl, resolved, 'arrow', (i) => encodeArrowFile(resolved, i), options);
 }

@@ -4,8 +4,8 @@ import { InternalError } from '../errors.js';
 import type { UnderFileSystem } from '../ufs/types.js';
 import { firstIdOfFile, resolveTableOptions, rowsInFile, type ResolvedTableOptions } from './options.js';
 import { generateFileTable } from './table.js';
-import type { DatasetSummary, GeneratedFile, ParquetCodec, ParquetGenOptions } from './types.js';
-import { normalizePrefix, partName, writeGenerated } from './write.js';
+import type { DatasetSummary, ParquetCodec, ParquetGenOptions } from './types.js';
+import { writeTableDataset } from './write.js';
 
 const codecs: Record<ParquetCodec, Compression> = {
   snappy: Compression.SNAPPY,
@@ -45,22 +45,5 @@ export function encodeParquetFile(options: ResolvedTableOptions, fileIndex: numb
  */
 export async function generateParquetDataset(ufs: UnderFileSystem, prefixUrl: string, options: ParquetGenOptions): Promise<DatasetSummary> {
   const resolved = resolveTableOptions(options);
-  const prefix = normalizePrefix(prefixUrl);
-  const out: GeneratedFile[] = [];
-  let bytes = 0;
-  for (let i = 0; i < resolved.files; i++) {
-    const data = encodeParquetFile(resolved, i);
-    const rows = rowsInFile(resolved.rows, resolved.files, i);
-    const file = await writeGenerated(
-      ufs,
-      prefix + partName(i, 'parquet'),
-      data,
-      { rows, firstId: firstIdOfFile(resolved.rows, resolved.files, i), groups: Math.ceil(rows / resolved.rowGroupRows) },
-      options,
-    );
-    out.push(file);
-    bytes += data.byteLength;
-    options.onFile?.(file, i, resolved.files);
-  }
-  return { format: 'parquet', prefixUrl: prefix, files: out, rows: resolved.rows, bytes };
+  return writeTableDataset(ufs, prefixUrl, resolved, 'parquet', (i) => encodeParquetFile(resolved, i), options);
 }
