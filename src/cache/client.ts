@@ -161,6 +161,27 @@ export class CacheClient implements UnderFileSystem {
     this.#localPageSize = options.localCache?.pageSize ?? MiB;
   }
 
+  /**
+   * The options this client was built with, as data for rebuilding it in another thread
+   * (`src/loader/portable-fs.ts`), or undefined when they hold a function (`breaker.now`).
+   * `ufs` is returned as given: when it is a live client, the caller describes it in turn.
+   * The local cache keeps its memory tier but loses its disk tier (`diskDir`, `diskBytes`):
+   * two clients must never share one disk directory.
+   */
+  portableSpec(): { kind: 'cache'; options: CacheClientOptions } | undefined {
+    const { etcd, workers, breaker, localCache, ...rest } = this.#opts;
+    if (breaker?.now !== undefined) return undefined;
+    const options: CacheClientOptions = { ...rest };
+    if (etcd) options.etcd = { ...etcd, endpoints: [...etcd.endpoints] };
+    if (workers) options.workers = [...workers];
+    if (breaker) options.breaker = { ...breaker };
+    if (localCache) {
+      options.localCache = { memoryBytes: localCache.memoryBytes };
+      if (localCache.pageSize !== undefined) options.localCache.pageSize = localCache.pageSize;
+    }
+    return { kind: 'cache', options };
+  }
+
   /** Resolves once the first membership is known (immediately for a static list). */
   async ready(): Promise<void> {
     await this.#membership.ready();

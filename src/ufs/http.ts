@@ -165,6 +165,16 @@ export function parseHrefs(html: string): string[] {
   return out;
 }
 
+/**
+ * A plain copy of HTTP options that another thread can rebuild the adapter from, or
+ * undefined when they name a `dispatcher` (a live object that cannot leave this thread).
+ */
+export function portableHttpOptions(options: HttpUfsOptions): HttpUfsOptions | undefined {
+  if (options.dispatcher !== undefined) return undefined;
+  const { dispatcher: _, headers, ...rest } = options;
+  return headers === undefined ? rest : { ...rest, headers: { ...headers } };
+}
+
 const RETRY_STATUS = new Set([429, 500, 502, 503, 504]);
 /** Unavailable errors that retrying cannot fix (an unexpected status, an unknown host). */
 const FINAL = new WeakSet<Error>();
@@ -186,6 +196,7 @@ export class HttpUfs implements StoreAdapter {
   readonly #agent: Agent | undefined;
   readonly #counter = new RequestCounter();
   readonly #rangeIgnoring = new Set<string>();
+  readonly #options: HttpUfsOptions;
   #stats = { rangeIgnoredResponses: 0, bytesDiscarded: 0, retries: 0 };
   #closed = false;
 
@@ -193,6 +204,7 @@ export class HttpUfs implements StoreAdapter {
     if (options === null || typeof options !== 'object') {
       throw new InvalidArgumentError(`Expected HttpUfs options to be an object, got \`${String(options)}\` (${typeof options})`);
     }
+    this.#options = options;
     const { timeoutMs = 30_000, headers = {}, maxAttempts, retryBaseMs = 100, connections, listConcurrency, dispatcher } = options;
     if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0) {
       throw new InvalidArgumentError(`Expected \`timeoutMs\` to be a positive number, got \`${String(timeoutMs)}\` (${typeof timeoutMs})`);
@@ -223,6 +235,15 @@ export class HttpUfs implements StoreAdapter {
 
   requestCounts(): RequestCounts {
     return this.#counter.snapshot();
+  }
+
+  /**
+   * The options this adapter was built with, as plain data for rebuilding it in another
+   * thread (`src/loader/portable-fs.ts`); undefined when it was given a `dispatcher`.
+   */
+  portableSpec(): { kind: 'http'; options: HttpUfsOptions } | undefined {
+    const options = portableHttpOptions(this.#options);
+    return options && { kind: 'http', options };
   }
 
   /** What the adapter learned about origins (which ignore `Range`), and its retries. */

@@ -96,6 +96,14 @@ export class LocalUfs implements StoreAdapter {
     return this.#counter.snapshot();
   }
 
+  /**
+   * Plain options that build an equivalent adapter elsewhere (another thread): the
+   * resolved `root` and `fsync`. `src/loader/portable-fs.ts` turns this into a `UfsSpec`.
+   */
+  portableSpec(): { kind: 'local'; options: LocalUfsOptions } {
+    return { kind: 'local', options: { root: this.root, fsync: this.#fsync } };
+  }
+
   /** The canonical URL of an absolute path (no jail check). */
   static urlOf(path: string): string {
     return pathToFileURL(path).href;

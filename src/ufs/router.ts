@@ -1,8 +1,8 @@
 import { ClosedError, throwIfAborted } from '../errors.js';
 import { addCounts, emptyCounts } from './counters.js';
-import { HttpUfs, type HttpUfsOptions } from './http.js';
+import { HttpUfs, portableHttpOptions, type HttpUfsOptions } from './http.js';
 import { LocalUfs, type LocalUfsOptions } from './local.js';
-import { S3Ufs, type S3UfsOptions } from './s3.js';
+import { S3Ufs, portableS3Options, type S3UfsOptions } from './s3.js';
 import { schemeOf, type Scheme } from './url.js';
 import type { FileInfo, OpOptions, ReadOptions, RequestCounts, StoreAdapter, UnderFileSystem, WriteData } from './types.js';
 
@@ -18,6 +18,29 @@ export interface UfsOptions {
    * (a test's in-memory store, a custom backend).
    */
   adapters?: readonly StoreAdapter[] | undefined;
+}
+
+/**
+ * A plain copy of router options that another thread can rebuild the router from, or
+ * undefined when they hold live objects: custom `adapters`, an HTTP `dispatcher`, an S3
+ * credentials function.
+ */
+export function portableUfsOptions(options: UfsOptions): UfsOptions | undefined {
+  const { s3, file, http, adapters } = options;
+  if (adapters !== undefined && adapters.length > 0) return undefined;
+  const out: UfsOptions = {};
+  if (s3 !== undefined) {
+    const o = portableS3Options(s3);
+    if (!o) return undefined;
+    out.s3 = o;
+  }
+  if (http !== undefined) {
+    const o = portableHttpOptions(http);
+    if (!o) return undefined;
+    out.http = o;
+  }
+  if (file !== undefined) out.file = { ...file };
+  return out;
 }
 
 /**
@@ -49,6 +72,16 @@ export class UfsRouter implements UnderFileSystem {
       this.#adapters.set(scheme, a);
     }
     return a;
+  }
+
+  /**
+   * The options this router was built with, as plain data for rebuilding it in another
+   * thread (`src/loader/portable-fs.ts`); undefined when it was given `adapters` or
+   * per-scheme options that are not data (an HTTP `dispatcher`, an S3 credentials function).
+   */
+  portableSpec(): { kind: 'router'; options: UfsOptions } | undefined {
+    const options = portableUfsOptions(this.#options);
+    return options && { kind: 'router', options };
   }
 
   /** Requests made so far, summed over every adapter. */

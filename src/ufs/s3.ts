@@ -199,6 +199,21 @@ function linkAbort(parent: AbortSignal | undefined, child: AbortController): () 
 type SdkBody = AsyncIterable<Uint8Array> & { destroy(err?: Error): void };
 
 /**
+ * A plain copy of S3 options that another thread can rebuild the adapter from, or
+ * undefined when they hold something that is not data (a credentials provider function).
+ */
+export function portableS3Options(options: S3UfsOptions): S3UfsOptions | undefined {
+  const c: unknown = options.credentials;
+  if (c !== undefined && (c === null || typeof c !== 'object')) return undefined;
+  const out: S3UfsOptions = { ...options };
+  if (options.credentials !== undefined) {
+    const { accessKeyId, secretAccessKey, sessionToken } = options.credentials;
+    out.credentials = sessionToken === undefined ? { accessKeyId, secretAccessKey } : { accessKeyId, secretAccessKey, sessionToken };
+  }
+  return out;
+}
+
+/**
  * S3 and S3-compatible stores through @aws-sdk/client-s3.
  *
  * Requests run with the SDK's own retries off: this adapter's loop retries with
@@ -221,9 +236,11 @@ export class S3Ufs implements StoreAdapter {
   readonly #partSize: number;
   readonly #parallelism: number;
   readonly #endpoint: string;
+  readonly #options: S3UfsOptions;
   #closed = false;
 
   constructor(options: S3UfsOptions = {}) {
+    this.#options = options;
     this.#timeoutMs = positiveInt('timeoutMs', options.timeoutMs, 30_000);
     this.#maxAttempts = positiveInt('maxAttempts', options.maxAttempts, 4);
     this.#retryBaseDelayMs = positiveInt('retryBaseDelayMs', options.retryBaseDelayMs, 100, 0);
@@ -276,6 +293,15 @@ export class S3Ufs implements StoreAdapter {
 
   requestCounts(): RequestCounts {
     return this.#counter.snapshot();
+  }
+
+  /**
+   * The options this adapter was built with, as plain data for rebuilding it in another
+   * thread (`src/loader/portable-fs.ts`); undefined when credentials are not a plain object.
+   */
+  portableSpec(): { kind: 's3'; options: S3UfsOptions } | undefined {
+    const options = portableS3Options(this.#options);
+    return options && { kind: 's3', options };
   }
 
   async stat(url: string, options: OpOptions = {}): Promise<FileInfo> {
