@@ -46,8 +46,8 @@ export { HashRing, ringKey } from './cache/ring.js';
 export { PageStore, type PageStoreOptions, type PageStoreStats } from './cache/page-store.js';
 export type { EvictionPolicy, EvictionPolicyName } from './cache/eviction.js';
 
-export { Dataset, BatchStream, DecodePool } from './loader/index.js';
-export type { BatchesOptions, DatasetOptions, FilesDatasetOptions, PartitionInfo, LoaderState, StreamStats } from './loader/index.js';
+export { Dataset, DecodePool, ufsFromSpec, ufsSpecOf } from './loader/index.js';
+export type { BatchStream, BatchesOptions, DatasetOptions, FilesDatasetOptions, PartitionInfo, LoaderState, StreamStats, UfsSpec, DatasetReadStats } from './loader/index.js';
 
 export { planEpoch, permutation } from './shuffle/index.js';
 export type { EpochPlanInput, RankPlan, ShuffleMode, BatchRows } from './shuffle/types.js';

@@ -115,8 +115,10 @@ async function main(): Promise<void> {
     rows += n;
   }
   const wallMs = performance.now() - t;
+  // Reads run in the dataset's loader thread, on its own copy of the clients: ask the dataset.
+  const read = await ds.readStats();
   await ds.close();
-  const counts = store.requestCounts();
+  const counts = read.requests;
   const report: TrainerReport = {
     job: cfg.job,
     mode: cfg.mode,
@@ -136,7 +138,7 @@ async function main(): Promise<void> {
     perEpoch,
     storeRequests: counts.get + counts.stat + counts.list,
     storeBytes: counts.bytesRead,
-    fallbacks: client?.stats().fallbacks ?? 0,
+    fallbacks: read.cache?.fallbacks ?? 0,
   };
   await client?.close();
   await store.close();

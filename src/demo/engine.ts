@@ -266,8 +266,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     if (o.direct) {
       const ds = await Dataset.parquet(prefix, { fs: store, pool, signal });
       partitions = ds.partitions.length;
-      await runEpoch(ds, 'direct', 'direct', 0, () => {
-        const c = store.requestCounts();
+      // The loader reads in its own thread with its own store client: the dataset sums both.
+      await runEpoch(ds, 'direct', 'direct', 0, async () => {
+        const c = (await ds.readStats()).requests;
         return { requests: storeTotal(c), bytes: c.bytesRead, hits: 0, misses: 0, fallbacks: 0 };
       });
       await ds.close();
@@ -300,13 +301,13 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     partitions = ds.partitions.length;
     const cacheCounters = async (): Promise<Counters> => {
       const w = sumWorkers(await Promise.all(workers.map((x) => x.info())));
-      const c = client.stats();
+      const r = await ds.readStats();
       return {
-        requests: w.storeRequests + c.ufsRequests,
-        bytes: w.bytesFromStore + c.bytesFromUfs,
+        requests: w.storeRequests + storeTotal(r.requests),
+        bytes: w.bytesFromStore + (r.cache?.bytesFromUfs ?? 0),
         hits: w.hits,
         misses: w.misses,
-        fallbacks: c.fallbacks,
+        fallbacks: r.cache?.fallbacks ?? 0,
       };
     };
     for (let e = 0; e < o.epochs; e++) {

@@ -1,24 +1,18 @@
-import { Binary, Field, RecordBatch, Schema, Struct, Utf8, makeData, tableFromIPC } from 'apache-arrow';
-import type { Data } from 'apache-arrow';
+import { tableFromIPC, type Schema } from 'apache-arrow';
 import PQueue from 'p-queue';
-import {
-  ClosedError,
-  CorruptDataError,
-  DecodeError,
-  InvalidArgumentError,
-  SchemaMismatchError,
-  UnknownColumnError,
-  throwIfAborted,
-} from '../errors.js';
+import { ClosedError, InvalidArgumentError, SchemaMismatchError } from '../errors.js';
 import { planEpoch, resumeInput, parseResumeState } from '../shuffle/index.js';
 import type { EpochPlanInput, ShuffleMode } from '../shuffle/types.js';
 import type { FileInfo, UnderFileSystem } from '../ufs/types.js';
-import { readArrowFile, type ArrowFileMeta } from './arrow-file.js';
+import { readArrowFile } from './arrow-file.js';
 import { DecodePool } from './decode-pool.js';
-import type { Piece } from './decode-parquet.js';
-import { describeParquet, readParquetFooter, rowGroupFooter, schemaOnlyFooter, type ParquetFileMeta } from './parquet-footer.js';
-import { LoaderHints, isHintTarget, type HintRange, type LoaderHintOptions } from './hints.js';
-import { BatchStream, type LoaderState, type PartitionSource } from './stream.js';
+import { describeParquet, readParquetFooter, schemaOnlyFooter } from './parquet-footer.js';
+import { LoaderHints, isHintTarget, type LoaderHintOptions } from './hints.js';
+import { ArrowSource, FilesSource, ParquetSource, checkColumns, pickSchema, sourceSpec } from './sources.js';
+import { ufsSpecOf } from './portable-fs.js';
+import { addReadStats, readStatsOf, type DatasetReadStats } from './read-stats.js';
+import { PipelineStream, type BatchStream, type LoaderState, type PartitionSource } from './stream.js';
+import { LoaderThread } from './thread-stream.js';
 
 export interface DatasetOptions {
   /** Where every read goes: a store adapter, the UFS router or a `CacheClient`. */
@@ -40,6 +34,16 @@ export interface DatasetOptions {
   pool?: DecodePool | undefined;
   /** Abort opening the dataset (listing, footers). */
   signal?: AbortSignal | undefined;
+  /**
+   * Run each stream's pipeline (fetch, decode, batch assembly) in a loader thread of the
+   * dataset's own, so that a training step that keeps the main thread busy never holds
+   * it up; batches reach the main thread ready-made (docs/loader.md). Needs an `fs` that
+   * can be rebuilt in a thread (`LocalUfs`, `S3Ufs`, `HttpUfs`, `createUfs`, `CacheClient`
+   * without custom adapters or functions in their options); with any other `fs` (an
+   * in-memory store, a custom adapter) the pipeline runs on the calling thread.
+   * @default true
+   */
+  loaderThread?: boolean | undefined;
 }
 
 export interface FilesDatasetOptions extends DatasetOptions {
@@ -112,6 +116,8 @@ export interface BatchesOptions {
 }
 
 const DEFAULT_PREFETCH_BYTES = 256 * 1024 * 1024;
+/** Finished batches the loader thread may hold for the consumer beyond the one it is training on. */
+const READY_BATCHES = 8;
 
 function checkInt(name: string, v: unknown, min: number): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
@@ -136,226 +142,6 @@ async function resolveFiles(fs: UnderFileSystem, source: string | readonly strin
   return { files, prefix: undefined };
 }
 
-function checkColumns(url: string, available: readonly string[], wanted: readonly string[] | undefined): void {
-  for (const c of wanted ?? []) {
-    if (!available.includes(c)) {
-      throw new UnknownColumnError(`Unknown column "${c}" in ${url}; available columns: ${available.join(', ')}`, { url });
-    }
-  }
-}
-
-/** Fields of `schema` in the order of `columns` (arrow's `select` keeps schema order). */
-function pickSchema(schema: Schema, columns: readonly string[] | undefined): Schema {
-  if (!columns) return schema;
-  return new Schema(columns.map((c) => schema.fields.find((f) => f.name === c) as Field), schema.metadata);
-}
-
-function selectColumns(batches: RecordBatch[], columns: readonly string[] | undefined): RecordBatch[] {
-  if (!columns) return batches;
-  return batches.map((b) => {
-    const schema = pickSchema(b.schema, columns);
-    const children = columns.map((c) => b.data.children[b.schema.fields.findIndex((f) => f.name === c)] as Data);
-    return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: b.numRows, nullCount: 0, children }));
-  });
-}
-
-class ParquetSource implements PartitionSource {
-  schema: Schema = new Schema([]);
-  readonly partitionRows: number[] = [];
-  readonly parts: { file: ParquetFileMeta; rowGroup: number; rows: number; bytes: number }[] = [];
-
-  constructor(
-    readonly fs: UnderFileSystem,
-    readonly files: ParquetFileMeta[],
-    readonly columns: readonly string[] | undefined,
-    readonly pool: () => DecodePool,
-  ) {
-    for (const file of files) {
-      for (const rg of file.rowGroups) {
-        if (rg.numRows === 0) continue;
-        this.parts.push({ file, rowGroup: rg.index, rows: rg.numRows, bytes: rg.bytes });
-        this.partitionRows.push(rg.numRows);
-      }
-    }
-  }
-
-  partitionBytes(p: number): number {
-    return this.parts[p]?.bytes ?? 0;
-  }
-
-  ranges(p: number): HintRange[] {
-    const part = this.parts[p];
-    if (!part) throw new InvalidArgumentError(`No partition ${p}`);
-    const { file } = part;
-    const rg = file.rowGroups[part.rowGroup];
-    if (!rg) throw new InvalidArgumentError(`No row group ${part.rowGroup} in ${file.url}`);
-    // Coalesce chunks that touch: one request instead of several.
-    const merged: HintRange[] = [];
-    for (const r of [...rg.ranges].sort((a, b) => a.offset - b.offset)) {
-      const last = merged[merged.length - 1];
-      if (last && r.offset <= last.offset + last.length) last.length = Math.max(last.length, r.offset + r.length - last.offset);
-      else merged.push({ url: file.url, etag: file.etag, offset: r.offset, length: r.length });
-    }
-    return merged;
-  }
-
-  async fetch(p: number, signal: AbortSignal): Promise<unknown> {
-    return Promise.all(
-      this.ranges(p).map(async (r): Promise<Piece> => ({ offset: r.offset, bytes: await this.fs.read(r.url, r.offset, r.length, { etag: r.etag, signal }) })),
-    );
-  }
-
-  async decode(p: number, fetched: unknown, signal: AbortSignal): Promise<RecordBatch[]> {
-    const part = this.parts[p];
-    if (!part) throw new InvalidArgumentError(`No partition ${p}`);
-    const pieces = (fetched as Piece[]).map((x) => ({ offset: x.offset, bytes: ownedBytes(x.bytes) }));
-    const ipc = await this.pool().decode(
-      {
-        kind: 'parquet',
-        url: part.file.url,
-        size: part.file.size,
-        footer: rowGroupFooter(part.file, part.rowGroup),
-        pieces,
-        columns: this.columns ? [...this.columns] : undefined,
-        numRows: part.rows,
-      },
-      pieces.map((x) => x.bytes.buffer as ArrayBuffer),
-      signal,
-    );
-    const table = tableFromIPC(ipc);
-    if (table.numRows !== part.rows) {
-      throw new CorruptDataError(
-        `Row group ${part.rowGroup} of ${part.file.url} decoded to ${table.numRows} rows, its footer says ${part.rows}`,
-        { url: part.file.url },
-      );
-    }
-    return selectColumns(table.batches, this.columns);
-  }
-}
-
-/** A buffer we may transfer to a worker: the view must own its whole ArrayBuffer (never a pooled Buffer slab). */
-function ownedBytes(u8: Uint8Array): Uint8Array {
-  const b = u8.buffer;
-  if (b instanceof ArrayBuffer && u8.byteOffset === 0 && u8.byteLength === b.byteLength) return u8;
-  return u8.slice();
-}
-
-class ArrowSource implements PartitionSource {
-  readonly schema: Schema;
-  readonly partitionRows: number[] = [];
-  readonly parts: { file: ArrowFileMeta; block: number; rows: number; bytes: number }[] = [];
-
-  constructor(
-    readonly fs: UnderFileSystem,
-    files: ArrowFileMeta[],
-    readonly columns: readonly string[] | undefined,
-  ) {
-    const first = files[0];
-    this.schema = first ? pickSchema(first.schema, columns) : new Schema([]);
-    for (const file of files) {
-      file.batches.forEach((b, block) => {
-        if (b.rows === 0) return;
-        this.parts.push({ file, block, rows: b.rows, bytes: b.metaDataLength + b.bodyLength });
-        this.partitionRows.push(b.rows);
-      });
-    }
-  }
-
-  partitionBytes(p: number): number {
-    return this.parts[p]?.bytes ?? 0;
-  }
-
-  ranges(p: number): HintRange[] {
-    const part = this.parts[p] as (typeof this.parts)[number];
-    const b = part.file.batches[part.block] as ArrowFileMeta['batches'][number];
-    return [{ url: part.file.url, etag: part.file.etag, offset: b.offset, length: b.metaDataLength + b.bodyLength }];
-  }
-
-  async fetch(p: number, signal: AbortSignal): Promise<unknown> {
-    const part = this.parts[p] as (typeof this.parts)[number];
-    const b = part.file.batches[part.block] as ArrowFileMeta['batches'][number];
-    return this.fs.read(part.file.url, b.offset, b.metaDataLength + b.bodyLength, { etag: part.file.etag, signal });
-  }
-
-  async decode(p: number, fetched: unknown, signal: AbortSignal): Promise<RecordBatch[]> {
-    throwIfAborted(signal);
-    const part = this.parts[p] as (typeof this.parts)[number];
-    const { file } = part;
-    const eos = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
-    const bytes = Buffer.concat([file.schemaMessage, ...file.dictionaries, fetched as Uint8Array, eos]);
-    let batches: RecordBatch[];
-    try {
-      batches = tableFromIPC(bytes).batches;
-    } catch (err) {
-      throw new DecodeError(`Cannot decode record batch ${part.block} of ${file.url}: ${(err as Error).message}`, { url: file.url, cause: err });
-    }
-    const rows = batches.reduce((a, b) => a + b.numRows, 0);
-    if (rows !== part.rows) {
-      throw new CorruptDataError(`Record batch ${part.block} of ${file.url} decoded to ${rows} rows, its metadata says ${part.rows}`, { url: file.url });
-    }
-    return selectColumns(batches, this.columns);
-  }
-}
-
-class FilesSource implements PartitionSource {
-  readonly schema: Schema;
-  readonly partitionRows: number[] = [];
-  readonly groups: { files: FileInfo[]; keys: string[]; bytes: number }[] = [];
-  readonly #withBytes: boolean;
-
-  constructor(
-    readonly fs: UnderFileSystem,
-    files: FileInfo[],
-    prefix: string | undefined,
-    perPartition: number,
-    columns: readonly string[] | undefined,
-  ) {
-    const all = [new Field('key', new Utf8(), false), new Field('bytes', new Binary(), false)];
-    const cols = columns ?? ['key', 'bytes'];
-    checkColumns(prefix ?? files[0]?.url ?? '(no files)', ['key', 'bytes'], cols);
-    this.schema = new Schema(cols.map((c) => all.find((f) => f.name === c) as Field));
-    this.#withBytes = cols.includes('bytes');
-    for (let i = 0; i < files.length; i += perPartition) {
-      const group = files.slice(i, i + perPartition);
-      const keys = group.map((f) => (prefix !== undefined && f.url.startsWith(prefix) ? f.url.slice(prefix.length) : f.url));
-      this.groups.push({ files: group, keys, bytes: this.#withBytes ? group.reduce((a, f) => a + f.size, 0) : 0 });
-      this.partitionRows.push(group.length);
-    }
-  }
-
-  partitionBytes(p: number): number {
-    return this.groups[p]?.bytes ?? 0;
-  }
-
-  ranges(p: number): HintRange[] {
-    const g = this.groups[p] as (typeof this.groups)[number];
-    if (!this.#withBytes) return [];
-    return g.files.map((f) => ({ url: f.url, etag: f.etag, offset: 0, length: f.size }));
-  }
-
-  async fetch(p: number, signal: AbortSignal): Promise<unknown> {
-    const g = this.groups[p] as (typeof this.groups)[number];
-    if (!this.#withBytes) return [];
-    return Promise.all(g.files.map((f) => this.fs.read(f.url, 0, f.size, { etag: f.etag, signal })));
-  }
-
-  async decode(p: number, fetched: unknown): Promise<RecordBatch[]> {
-    const g = this.groups[p] as (typeof this.groups)[number];
-    const children = this.schema.fields.map((f) => {
-      const values = f.name === 'key' ? g.keys.map((k) => Buffer.from(k)) : (fetched as Uint8Array[]);
-      const offsets = new Int32Array(values.length + 1);
-      let n = 0;
-      values.forEach((v, i) => {
-        n += v.byteLength;
-        offsets[i + 1] = n;
-      });
-      return makeData({ type: f.type as Utf8 | Binary, length: values.length, nullCount: 0, valueOffsets: offsets, data: Buffer.concat(values) } as never);
-    });
-    const data = makeData({ type: new Struct(this.schema.fields), length: g.files.length, nullCount: 0, children: children as never });
-    return [new RecordBatch(this.schema, data)];
-  }
-}
-
 /**
  * A dataset of Parquet, Arrow IPC or raw files behind any `UnderFileSystem`, read as
  * a stream of apache-arrow RecordBatches. See docs/loader.md.
@@ -373,8 +159,19 @@ export class Dataset {
   readonly #streams = new Set<BatchStream>();
   #closed = false;
   readonly #sharedPool: boolean;
+  /** Undefined when streams run on the calling thread; created on the first `batches()`. */
+  #thread: LoaderThread | undefined | false;
+  readonly #wantThread: boolean;
 
-  private constructor(source: PartitionSource, partitions: PartitionInfo[], pool: DecodePool | undefined, threads: number | undefined, sharedPool = false) {
+  private constructor(
+    source: PartitionSource,
+    partitions: PartitionInfo[],
+    pool: DecodePool | undefined,
+    threads: number | undefined,
+    sharedPool: boolean,
+    loaderThread: boolean | undefined,
+  ) {
+    this.#wantThread = loaderThread !== false;
     this.#sharedPool = sharedPool;
     this.#source = source;
     this.#partitions = partitions;
@@ -434,7 +231,7 @@ export class Dataset {
       throw err;
     }
     const partitions = src.parts.map((p, index) => ({ index, url: p.file.url, rows: p.rows, bytes: p.bytes }));
-    holder = new Dataset(src, partitions, pool, threads, shared !== undefined);
+    holder = new Dataset(src, partitions, pool, threads, shared !== undefined, options.loaderThread);
     return holder;
   }
 
@@ -465,7 +262,7 @@ export class Dataset {
     }
     const src = new ArrowSource(fs, metas, columns);
     const partitions = src.parts.map((p, index) => ({ index, url: p.file.url, rows: p.rows, bytes: p.bytes }));
-    return new Dataset(src, partitions, undefined, undefined);
+    return new Dataset(src, partitions, undefined, undefined, false, options.loaderThread);
   }
 
   /**
@@ -477,7 +274,7 @@ export class Dataset {
     const { files, prefix } = await resolveFiles(options.fs, source, options.signal);
     const src = new FilesSource(options.fs, files, prefix, per, options.columns);
     const partitions = src.groups.map((g, index) => ({ index, url: g.files[0]?.url ?? '', rows: g.files.length, bytes: g.bytes }));
-    return new Dataset(src, partitions, undefined, undefined);
+    return new Dataset(src, partitions, undefined, undefined, false, options.loaderThread);
   }
 
   get numRows(): number {
@@ -490,6 +287,20 @@ export class Dataset {
 
   get schema(): Schema {
     return this.#source.schema;
+  }
+
+  /** Whether streams run in a loader thread (see `DatasetOptions.loaderThread`). */
+  get loaderThread(): boolean {
+    return this.#loaderThread() !== undefined;
+  }
+
+  #loaderThread(): LoaderThread | undefined {
+    if (this.#thread === undefined) {
+      const fs = this.#wantThread ? ufsSpecOf(this.#source.fs) : undefined;
+      const source = fs ? sourceSpec(this.#source) : undefined;
+      this.#thread = fs && source ? new LoaderThread({ fs, source, decodeThreads: this.#threads ?? this.#pool?.threads, decodeTimeoutMs: this.#pool?.timeoutMs }) : false;
+    }
+    return this.#thread || undefined;
   }
 
   #getPool(): DecodePool {
@@ -517,6 +328,7 @@ export class Dataset {
         void old.close();
       }
       this.#threads = options.decodeThreads;
+      if (this.#thread) this.#thread.setDecodeThreads(options.decodeThreads);
     }
     const partitionRows = this.#source.partitionRows;
     let input: EpochPlanInput;
@@ -542,12 +354,28 @@ export class Dataset {
       };
     }
     const plan = planEpoch(input);
+    const thread = this.#loaderThread();
+    if (thread) {
+      const stream: BatchStream = thread.stream(this.#source.schema, {
+        input,
+        plan,
+        prefetch,
+        prefetchBytes,
+        fetchConcurrency,
+        ahead: READY_BATCHES,
+        hints: options.hints === false ? false : options.hints === true || options.hints === undefined ? {} : options.hints,
+        signal: options.signal,
+        onEnd: () => this.#streams.delete(stream),
+      });
+      this.#streams.add(stream);
+      return stream;
+    }
     let hints: LoaderHints | undefined;
     const src = this.#source;
     if (options.hints !== false && isHintTarget(src.fs) && src.ranges !== undefined) {
       hints = new LoaderHints(src.fs, plan.partitionOrder, (p) => src.ranges?.(p) ?? [], options.hints === true || options.hints === undefined ? {} : options.hints);
     }
-    const stream: BatchStream = new BatchStream(this.#source, {
+    const stream: BatchStream = new PipelineStream(this.#source, {
       hints,
       plan,
       input,
@@ -561,6 +389,16 @@ export class Dataset {
     return stream;
   }
 
+  /**
+   * What the dataset's store clients did so far: `fs` itself (opening the dataset, and
+   * every read when streams run on this thread) plus the loader thread's copy of it.
+   */
+  async readStats(): Promise<DatasetReadStats> {
+    const own = readStatsOf(this.#source.fs);
+    const thread = this.#thread ? await this.#thread.readStats() : undefined;
+    return thread ? addReadStats(own, thread) : own;
+  }
+
   /** Cancel running streams and end the decode pool. Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -569,7 +407,9 @@ export class Dataset {
     this.#streams.clear();
     const pool = this.#pool;
     this.#pool = undefined;
-    if (!this.#sharedPool) await pool?.close();
+    const thread = this.#thread;
+    this.#thread = false;
+    await Promise.all([this.#sharedPool ? undefined : pool?.close(), thread ? thread.close() : undefined]);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

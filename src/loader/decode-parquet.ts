@@ -42,6 +42,14 @@ class SparseBlob {
   slice(start: number, end: number): { arrayBuffer(): Promise<ArrayBuffer> } {
     const s = Math.max(0, Math.min(start, this.size));
     const e = Math.max(s, Math.min(end, this.size));
+    // The reader asks for whole column chunks, which are exactly the pieces we fetched:
+    // hand over the piece itself (this thread owns it) instead of a copy.
+    for (const p of this.#pieces) {
+      const b = p.bytes;
+      if (p.offset === s && b.byteLength === e - s && b.byteOffset === 0 && b.buffer.byteLength === b.byteLength && b.buffer instanceof ArrayBuffer) {
+        return { arrayBuffer: async () => b.buffer as ArrayBuffer };
+      }
+    }
     const out = new Uint8Array(e - s);
     // Holes read as zeros: a reader that coalesces nearby ranges may span an
     // unprojected chunk, whose bytes it then never decodes.

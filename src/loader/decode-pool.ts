@@ -24,7 +24,7 @@ export interface DecodePoolOptions {
  */
 export class DecodePool {
   readonly threads: number;
-  readonly #timeoutMs: number;
+  readonly timeoutMs: number;
   #pool: Piscina | undefined;
   #closed = false;
 
@@ -38,24 +38,20 @@ export class DecodePool {
     if (!Number.isSafeInteger(ms) || ms < 1) {
       throw new InvalidArgumentError(`Expected \`timeoutMs\` to be an integer from 1 and up, got \`${String(ms)}\` (${typeof ms})`);
     }
-    this.#timeoutMs = ms;
+    this.timeoutMs = ms;
   }
 
   #get(): Piscina {
     if (this.#closed) throw new ClosedError('Decode pool is closed');
     if (!this.#pool) {
-      const self = new URL(import.meta.url);
-      const isTs = self.pathname.endsWith('.ts');
-      const filename = new URL(isTs ? './decode-worker.ts' : './decode-worker.js', self).href;
       this.#pool = new Piscina({
-        filename,
+        ...threadEntry('decode-worker'),
         // Every failed decode ends its thread on purpose (see decode-worker.ts); keeping
         // minThreads at the pool size makes piscina start a replacement at once, so a
         // task queued behind the failed one never waits for a thread.
         minThreads: this.threads,
         maxThreads: this.threads,
         idleTimeout: 30_000,
-        ...(isTs ? { execArgv: [...withoutTsx(process.execArgv), '--import', 'tsx'] } : {}),
       });
       // A worker that dies between tasks emits 'error' on the pool; tasks in flight get it instead.
       this.#pool.on('error', () => {});
@@ -72,8 +68,8 @@ export class DecodePool {
     let timedOut = false;
     const t = setTimeout(() => {
       timedOut = true;
-      timer.abort(new TimeoutError(`Decoding ${task.url} took over ${this.#timeoutMs} ms`, { url: task.url }));
-    }, this.#timeoutMs);
+      timer.abort(new TimeoutError(`Decoding ${task.url} took over ${this.timeoutMs} ms`, { url: task.url }));
+    }, this.timeoutMs);
     t.unref();
     try {
       const out: unknown = await pool.run(task, { transferList: transfer, signal: timer.signal });
@@ -85,7 +81,7 @@ export class DecodePool {
         // Replace every thread: whatever wedged this task must not wedge the next.
         if (this.#pool === pool) this.#pool = undefined;
         void pool.destroy().catch(() => undefined);
-        throw new TimeoutError(`Decoding ${task.schemaOnly ? 'the schema of' : `${task.numRows} rows of`} ${task.url} took over ${this.#timeoutMs} ms; the decoder threads were replaced`, {
+        throw new TimeoutError(`Decoding ${task.schemaOnly ? 'the schema of' : `${task.numRows} rows of`} ${task.url} took over ${this.timeoutMs} ms; the decoder threads were replaced`, {
           url: task.url,
           cause: err,
         });
@@ -109,6 +105,17 @@ export class DecodePool {
     this.#pool = undefined;
     if (p) await p.destroy();
   }
+}
+
+/**
+ * Piscina `filename` (and `execArgv`) for a worker module next to this file: under tsx /
+ * vitest the .ts source run through tsx, from dist/ the .js file.
+ */
+export function threadEntry(name: string): { filename: string; execArgv?: string[] } {
+  const self = new URL(import.meta.url);
+  const isTs = self.pathname.endsWith('.ts');
+  const filename = new URL(`./${name}${isTs ? '.ts' : '.js'}`, self).href;
+  return isTs ? { filename, execArgv: [...withoutTsx(process.execArgv), '--import', 'tsx'] } : { filename };
 }
 
 const VALUE_FLAGS = new Set(['--require', '-r', '--import', '--loader', '--experimental-loader']);

@@ -1,7 +1,8 @@
 export { Dataset } from './dataset.js';
 export type { BatchesOptions, DatasetOptions, FilesDatasetOptions, PartitionInfo } from './dataset.js';
-export { BatchStream } from './stream.js';
-export type { LoaderState, PartitionSource, StreamStats } from './stream.js';
+export type { BatchStream, LoaderState, PartitionSource, StreamStats } from './stream.js';
+export { ufsFromSpec, ufsSpecOf } from './portable-fs.js';
+export type { UfsSpec } from './portable-fs.js';
 export { DecodePool } from './decode-pool.js';
 export type { DecodePoolOptions } from './decode-pool.js';
 export { describeParquet, readParquetFooter } from './parquet-footer.js';
@@ -9,3 +10,4 @@ export type { ChunkRange, ParquetFileMeta, ParquetRowGroup } from './parquet-foo
 export { readArrowFile } from './arrow-file.js';
 export type { ArrowBlock, ArrowFileMeta } from './arrow-file.js';
 export { gatherBatch, gatherData } from './gather.js';
+export type { DatasetReadStats } from './read-stats.js';

@@ -55,6 +55,34 @@ export interface StreamConfig {
   onEnd?: (() => void) | undefined;
   /** Told when fetches start and finish, to send cache hints (docs/hints.md); never changes what is yielded. */
   hints?: StreamHints | undefined;
+  /**
+   * Build every batch as a fresh copy, never as a slice of a decoded partition (the
+   * loader thread moves batches to the consumer by transferring their buffers).
+   */
+  alwaysGather?: boolean | undefined;
+}
+
+/** A decoded partition: its record batches, and the row offset of each within it. */
+export interface DecodedPartition {
+  batches: RecordBatch[];
+  starts: number[];
+}
+
+/** What `PipelineStream.partitions()` yields per batch: the partitions it needs that were not handed out before. */
+export interface PartitionDelivery {
+  batch: number;
+  fresh: { partition: number; decoded: DecodedPartition }[];
+}
+
+/** One epoch's batches for one rank: what `ds.batches()` returns. */
+export interface BatchStream extends AsyncIterable<RecordBatch> {
+  /** Batches this stream yields in all (after `resume`, the remaining ones). */
+  readonly numBatches: number;
+  /** A JSON-serialisable resume point: pass it as `resume` to `ds.batches` to continue after the batches consumed so far. */
+  state(): LoaderState;
+  stats(): StreamStats;
+  /** Stop fetching and decoding; the iterator throws `reason` (or ends, when it already has). */
+  cancel(reason?: unknown): void;
 }
 
 interface Slot {
@@ -73,7 +101,7 @@ interface Slot {
  * than the budget still loads, alone), decoded, gathered into batches, and freed
  * after `plan.lastUse(p)`.
  */
-export class BatchStream implements AsyncIterable<RecordBatch> {
+export class PipelineStream implements BatchStream {
   readonly numBatches: number;
   readonly #src: PartitionSource;
   readonly #cfg: StreamConfig;
@@ -124,7 +152,7 @@ export class BatchStream implements AsyncIterable<RecordBatch> {
   }
 
   [Symbol.asyncIterator](): AsyncIterator<RecordBatch> {
-    if (this.#started) throw new InternalError('A BatchStream can be iterated only once; call ds.batches() again');
+    if (this.#started) throw new InternalError('A batch stream can be iterated only once; call ds.batches() again');
     this.#started = true;
     return this.#run();
   }
@@ -193,8 +221,23 @@ export class BatchStream implements AsyncIterable<RecordBatch> {
     this.#resident -= slot.bytes;
   }
 
-  async *#run(): AsyncGenerator<RecordBatch> {
+  /**
+   * The same pipeline, but instead of assembling batch `i`, hand out the decoded
+   * partitions it needs that were not handed out yet (once each, in first-use order);
+   * the caller assembles (see `assembleBatch`). After a partition is handed out the
+   * stream no longer reads it.
+   */
+  partitions(): AsyncIterable<PartitionDelivery> {
+    if (this.#started) throw new InternalError('A batch stream can be iterated only once; call ds.batches() again');
+    this.#started = true;
+    return this.#run(true);
+  }
+
+  #run(deliver: true): AsyncGenerator<PartitionDelivery>;
+  #run(deliver?: false): AsyncGenerator<RecordBatch>;
+  async *#run(deliver = false): AsyncGenerator<RecordBatch | PartitionDelivery> {
     const { plan } = this.#cfg;
+    const delivered = new Set<number>();
     const signal = this.#ac.signal;
     this.#t0 = performance.now();
     try {
@@ -219,8 +262,24 @@ export class BatchStream implements AsyncIterable<RecordBatch> {
           }
         }
         if (waited) this.#stats.stallMs += performance.now() - tw;
+        if (deliver) {
+          const fresh: PartitionDelivery['fresh'] = [];
+          for (const p of parts) {
+            if (delivered.has(p)) continue;
+            delivered.add(p);
+            const slot = this.#slots.get(p) as Slot;
+            fresh.push({ partition: p, decoded: { batches: slot.batches as RecordBatch[], starts: slot.starts as number[] } });
+          }
+          for (const p of parts) if (plan.lastUse(p) <= i) this.#free(p);
+          this.#stats.batches++;
+          this.#stats.rows += rows.partitions.length;
+          this.#batchesDone = i + 1;
+          this.#schedule(i + 1);
+          yield { batch: i, fresh };
+          continue;
+        }
         const ta = performance.now();
-        const batch = this.#assemble(rows.partitions, rows.rows);
+        const batch = assembleBatch(this.#src.schema, (p) => this.#slots.get(p) as DecodedPartition, rows.partitions, rows.rows, this.#cfg.alwaysGather ?? false);
         this.#stats.assembleMs += performance.now() - ta;
         for (const p of parts) if (plan.lastUse(p) <= i) this.#free(p);
         this.#stats.batches++;
@@ -245,61 +304,65 @@ export class BatchStream implements AsyncIterable<RecordBatch> {
     for (const p of [...this.#slots.keys()]) this.#free(p);
     this.#cfg.onEnd?.();
   }
+}
 
-  #assemble(partitions: Int32Array, rows: Int32Array): RecordBatch {
-    const n = partitions.length;
-    if (n === 0) return emptyBatch(this.#src.schema);
-    const src: RecordBatch[] = [];
-    // Partition -> (decoded batch -> index in src, -1 until used); numeric keys, no string per row.
-    const srcIndex = new Map<number, number[]>();
-    const s = new Int32Array(n);
-    const r = new Int32Array(n);
-    let lastP = -1;
-    let slot: Slot | undefined;
-    let idxs: number[] = [];
-    for (let k = 0; k < n; k++) {
-      const p = partitions[k] as number;
-      if (p !== lastP) {
-        lastP = p;
-        const cur = this.#slots.get(p) as Slot;
-        slot = cur;
-        let x = srcIndex.get(p);
-        if (x === undefined) {
-          x = new Array<number>((cur.batches as RecordBatch[]).length).fill(-1);
-          srcIndex.set(p, x);
-        }
-        idxs = x;
+/**
+ * Batch rows (`partitions[k]`, `rows[k]`) from decoded partitions: a zero-copy slice when
+ * they are one contiguous run of one decoded batch (unless `alwaysGather`), else a gather.
+ */
+export function assembleBatch(schema: Schema, slotOf: (p: number) => DecodedPartition, partitions: Int32Array, rows: Int32Array, alwaysGather = false): RecordBatch {
+  const n = partitions.length;
+  if (n === 0) return emptyBatch(schema);
+  const src: RecordBatch[] = [];
+  // Partition -> (decoded batch -> index in src, -1 until used); numeric keys, no string per row.
+  const srcIndex = new Map<number, number[]>();
+  const s = new Int32Array(n);
+  const r = new Int32Array(n);
+  let lastP = -1;
+  let slot: DecodedPartition | undefined;
+  let idxs: number[] = [];
+  for (let k = 0; k < n; k++) {
+    const p = partitions[k] as number;
+    if (p !== lastP) {
+      lastP = p;
+      const cur = slotOf(p);
+      slot = cur;
+      let x = srcIndex.get(p);
+      if (x === undefined) {
+        x = new Array<number>(cur.batches.length).fill(-1);
+        srcIndex.set(p, x);
       }
-      const starts = (slot as Slot).starts as number[];
-      const row = rows[k] as number;
-      let b = starts.length - 1;
-      while (b > 0 && (starts[b] as number) > row) b--;
-      let idx = idxs[b] as number;
-      if (idx === -1) {
-        idx = src.length;
-        src.push(((slot as Slot).batches as RecordBatch[])[b] as RecordBatch);
-        idxs[b] = idx;
-      }
-      s[k] = idx;
-      r[k] = row - (starts[b] as number);
+      idxs = x;
     }
-    // A contiguous run inside one decoded batch is a zero-copy slice.
-    if (src.length === 1 && n > 0) {
-      let contiguous = true;
-      for (let k = 1; k < n; k++) {
-        if ((r[k] as number) !== (r[0] as number) + k) {
-          contiguous = false;
-          break;
-        }
-      }
-      if (contiguous) return (src[0] as RecordBatch).slice(r[0], (r[0] as number) + n);
+    const starts = (slot as DecodedPartition).starts;
+    const row = rows[k] as number;
+    let b = starts.length - 1;
+    while (b > 0 && (starts[b] as number) > row) b--;
+    let idx = idxs[b] as number;
+    if (idx === -1) {
+      idx = src.length;
+      src.push((slot as DecodedPartition).batches[b] as RecordBatch);
+      idxs[b] = idx;
     }
-    return gatherBatch(this.#src.schema, src, s, r);
+    s[k] = idx;
+    r[k] = row - (starts[b] as number);
   }
+  // A contiguous run inside one decoded batch is a zero-copy slice.
+  if (src.length === 1 && n > 0 && !alwaysGather) {
+    let contiguous = true;
+    for (let k = 1; k < n; k++) {
+      if ((r[k] as number) !== (r[0] as number) + k) {
+        contiguous = false;
+        break;
+      }
+    }
+    if (contiguous) return (src[0] as RecordBatch).slice(r[0], (r[0] as number) + n);
+  }
+  return gatherBatch(schema, src, s, r);
 }
 
 /** The distinct values of `xs` in order of first appearance (a batch touches few partitions, in runs). */
-function distinctInOrder(xs: Int32Array): number[] {
+export function distinctInOrder(xs: Int32Array): number[] {
   const out: number[] = [];
   let seen: Set<number> | undefined; // only once there are many ('global' shuffle)
   let last = -1;

@@ -1,0 +1,269 @@
+import type { MessagePort } from 'node:worker_threads';
+import { Struct, type DataType } from 'apache-arrow';
+import { isGranaryError } from '../errors.js';
+import { planEpoch } from '../shuffle/index.js';
+import type { EpochPlanInput } from '../shuffle/types.js';
+import type { UnderFileSystem } from '../ufs/types.js';
+import { DecodePool } from './decode-pool.js';
+import { LoaderHints, isHintTarget, type LoaderHintOptions } from './hints.js';
+import { ufsFromSpec, type UfsSpec } from './portable-fs.js';
+import { readStatsOf } from './read-stats.js';
+import { sourceFromSpec, type SourceSpec } from './sources.js';
+import { PipelineStream, type PartitionSource } from './stream.js';
+import { ipcBatches, packBatches, packable, type WireBatches } from './wire.js';
+
+/**
+ * The loader thread (a piscina task module): runs a dataset's whole pipeline (fetch,
+ * decode through its own decode pool, batch assembly) off the consumer's thread, and
+ * sends finished batches through a MessagePort. See thread-stream.ts for the other end.
+ *
+ * Each `stream` task is one epoch of one rank and runs until that stream ends; tasks of
+ * one dataset share its store client, partition source and decode pool, kept here by
+ * dataset id until a `close` task.
+ */
+
+/** Indexes into the control Int32Array (a SharedArrayBuffer both threads see). */
+export const CTL = { CONSUMED: 0, CANCEL: 1, WAKE_AT: 2 } as const;
+export const CTL_SLOTS = 3;
+/** Indexes into the stats Float64Array this thread writes after every batch. */
+export const STAT = { PARTITIONS: 0, BYTES: 1, FETCH_MS: 2, DECODE_MS: 3, ASSEMBLE_MS: 4, PEAK_RESIDENT: 5, PACK_MS: 6 } as const;
+export const STAT_SLOTS = 7;
+
+export interface DatasetInit {
+  fs: UfsSpec;
+  source: SourceSpec;
+  decodeThreads: number | undefined;
+  decodeTimeoutMs: number | undefined;
+}
+
+export interface StreamTask {
+  op: 'stream';
+  dataset: string;
+  init: DatasetInit;
+  port: MessagePort;
+  ctl: SharedArrayBuffer;
+  stats: SharedArrayBuffer;
+  input: EpochPlanInput;
+  prefetch: number;
+  prefetchBytes: number;
+  fetchConcurrency: number;
+  /** Batches sent but not yet consumed, at most. */
+  ahead: number;
+  hints: false | LoaderHintOptions;
+}
+
+export interface CloseTask {
+  op: 'close';
+  dataset: string;
+}
+
+/** The counters of the thread's store client for one dataset. */
+export interface StatsTask {
+  op: 'stats';
+  dataset: string;
+}
+
+/** A partition handed over whole: its index, how many record batches it holds and their row offsets. */
+export interface PartMeta {
+  p: number;
+  n: number;
+  starts: number[];
+}
+
+/**
+ * What the consumer's thread receives: one assembled batch (`w` or `ipc`, shuffled
+ * modes), decoded partitions (`parts` with `w` or `ipc`, mode 'none'), the end, or an error.
+ */
+export type StreamMessage =
+  | { parts?: undefined; w: WireBatches }
+  | { parts?: undefined; ipc: Uint8Array }
+  | { parts: PartMeta[]; w: WireBatches }
+  | { parts: PartMeta[]; ipc: Uint8Array }
+  | { end: true }
+  | { error: { name: string; code?: string; message: string; url?: string } };
+
+interface DatasetState {
+  fs: UnderFileSystem;
+  source: PartitionSource;
+  pool: DecodePool | undefined;
+  threads: number | undefined;
+  timeoutMs: number | undefined;
+  streams: number;
+  fast: boolean;
+  structType: Struct;
+}
+
+const datasets = new Map<string, DatasetState>();
+
+function open(id: string, init: DatasetInit): DatasetState {
+  let st = datasets.get(id);
+  if (!st) {
+    const fs = ufsFromSpec(init.fs);
+    const holder: { st?: DatasetState } = {};
+    const source = sourceFromSpec(init.source, fs, () => {
+      const s = holder.st as DatasetState;
+      s.pool ??= new DecodePool({ threads: s.threads, timeoutMs: s.timeoutMs });
+      return s.pool;
+    });
+    st = {
+      fs,
+      source,
+      pool: undefined,
+      threads: init.decodeThreads,
+      timeoutMs: init.decodeTimeoutMs,
+      streams: 0,
+      fast: source.schema.fields.every((f) => packable(f.type as DataType)),
+      structType: new Struct(source.schema.fields),
+    };
+    holder.st = st;
+    datasets.set(id, st);
+  } else if (init.decodeThreads !== st.threads && st.streams === 0) {
+    const old = st.pool;
+    st.pool = undefined;
+    void old?.close();
+  }
+  st.threads = init.decodeThreads;
+  return st;
+}
+
+async function runStream(task: StreamTask): Promise<void> {
+  const { port } = task;
+  const ctl = new Int32Array(task.ctl);
+  const stats = new Float64Array(task.stats);
+  const ac = new AbortController();
+  const onMessage = (m: unknown): void => {
+    if ((m as { cancel?: boolean } | null)?.cancel) ac.abort(new DOMException('The consumer cancelled the stream', 'AbortError'));
+  };
+  port.on('message', onMessage);
+  // The consumer closed its end (the stream was dropped): stop.
+  port.on('close', () => ac.abort(new DOMException('The consumer went away', 'AbortError')));
+  const cancelled = (): boolean => Atomics.load(ctl, CTL.CANCEL) !== 0 || ac.signal.aborted;
+  let st: DatasetState | undefined;
+  try {
+    st = open(task.dataset, task.init);
+    st.streams++;
+    const { fast } = st;
+    const src = st.source;
+    const plan = planEpoch(task.input);
+    let hints: LoaderHints | undefined;
+    if (task.hints !== false && isHintTarget(st.fs) && src.ranges !== undefined) {
+      hints = new LoaderHints(st.fs, plan.partitionOrder, (p) => src.ranges?.(p) ?? [], task.hints);
+    }
+    const stream = new PipelineStream(src, {
+      plan,
+      input: task.input,
+      prefetch: task.prefetch,
+      prefetchBytes: task.prefetchBytes,
+      fetchConcurrency: task.fetchConcurrency,
+      signal: ac.signal,
+      hints,
+      alwaysGather: true,
+    });
+    let packMs = 0;
+    const report = (): void => {
+      const s = stream.stats();
+      stats[STAT.PARTITIONS] = s.partitionsFetched;
+      stats[STAT.BYTES] = s.bytesFetched;
+      stats[STAT.FETCH_MS] = s.fetchMs;
+      stats[STAT.DECODE_MS] = s.decodeMs;
+      stats[STAT.ASSEMBLE_MS] = s.assembleMs;
+      stats[STAT.PEAK_RESIDENT] = s.peakResidentBytes;
+      stats[STAT.PACK_MS] = packMs;
+    };
+    /** Hold back while the consumer is `ahead` batches behind `ready`; it bumps CONSUMED and notifies once it reaches WAKE_AT. */
+    const throttle = async (ready: number): Promise<void> => {
+      for (;;) {
+        if (cancelled()) return;
+        const consumed = Atomics.load(ctl, CTL.CONSUMED);
+        if (ready - consumed < task.ahead) return;
+        Atomics.store(ctl, CTL.WAKE_AT, ready - Math.max(1, task.ahead >> 1));
+        const w = waitAsync(ctl, CTL.CONSUMED, consumed);
+        if (w.async) await w.value;
+      }
+    };
+    if (task.input.mode === 'none') {
+      // Batches are runs of consecutive rows: hand the decoded partitions over whole (by
+      // transfer, no copy) and let the consumer slice them, which costs it microseconds.
+      for await (const d of stream.partitions()) {
+        if (d.fresh.length > 0) {
+          const t = performance.now();
+          const parts = d.fresh.map((f) => ({ p: f.partition, n: f.decoded.batches.length, starts: f.decoded.starts }));
+          const all = d.fresh.flatMap((f) => f.decoded.batches);
+          if (fast) {
+            const { msg, transfer } = packBatches(all);
+            port.postMessage({ parts, w: msg } satisfies StreamMessage, transfer);
+          } else {
+            const ipc = ipcBatches(all);
+            port.postMessage({ parts, ipc } satisfies StreamMessage, [ipc.buffer as ArrayBuffer]);
+          }
+          packMs += performance.now() - t;
+        }
+        report();
+        await throttle(d.batch + 1);
+        if (cancelled()) break;
+      }
+    } else {
+      // Shuffled batches mix rows of several partitions: gather them here (fresh buffers,
+      // then transferred) so the consumer only wraps them.
+      let sent = 0;
+      for await (const batch of stream) {
+        const t = performance.now();
+        if (fast) {
+          const { msg, transfer } = packBatches([batch]);
+          port.postMessage({ w: msg } satisfies StreamMessage, transfer);
+        } else {
+          const ipc = ipcBatches([batch]);
+          port.postMessage({ ipc } satisfies StreamMessage, [ipc.buffer as ArrayBuffer]);
+        }
+        packMs += performance.now() - t;
+        sent++;
+        report();
+        await throttle(sent);
+        if (cancelled()) break;
+      }
+    }
+    if (cancelled()) stream.cancel(new DOMException('The consumer cancelled the stream', 'AbortError'));
+    else post(port, { end: true });
+  } catch (err) {
+    if (!cancelled()) post(port, { error: serializeError(err) });
+  } finally {
+    if (st) st.streams--;
+    port.off('message', onMessage);
+    port.close();
+  }
+}
+
+/** `Atomics.waitAsync` (in Node since 16; in TypeScript's lib only from ES2024). */
+const waitAsync = (Atomics as unknown as {
+  waitAsync(a: Int32Array, index: number, value: number): { async: false; value: string } | { async: true; value: Promise<string> };
+}).waitAsync.bind(Atomics);
+
+function post(port: MessagePort, m: StreamMessage): void {
+  try {
+    port.postMessage(m);
+  } catch {
+    /* the consumer is gone */
+  }
+}
+
+function serializeError(err: unknown): { name: string; code?: string; message: string; url?: string } {
+  if (isGranaryError(err)) return { name: err.name, code: err.code, message: err.message, ...(err.url === undefined ? {} : { url: err.url }) };
+  if (err instanceof Error) return { name: err.name, message: err.message };
+  return { name: 'Error', message: String(err) };
+}
+
+async function closeDataset(id: string): Promise<void> {
+  const st = datasets.get(id);
+  if (!st) return;
+  datasets.delete(id);
+  await Promise.allSettled([st.pool?.close(), st.fs.close()]);
+}
+
+export default async function task(t: StreamTask | CloseTask | StatsTask): Promise<unknown> {
+  if (t.op === 'close') return closeDataset(t.dataset);
+  if (t.op === 'stats') {
+    const st = datasets.get(t.dataset);
+    return st ? readStatsOf(st.fs) : undefined;
+  }
+  return runStream(t);
+}

@@ -1,0 +1,330 @@
+import { randomUUID } from 'node:crypto';
+import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import { Struct, type RecordBatch, type Schema } from 'apache-arrow';
+import { Piscina } from 'piscina';
+import { ClosedError, InternalError, errorFromCode } from '../errors.js';
+import { resumeState } from '../shuffle/index.js';
+import type { EpochPlanInput, RankPlan } from '../shuffle/types.js';
+import { threadEntry } from './decode-pool.js';
+import type { LoaderHintOptions } from './hints.js';
+import type { DatasetReadStats } from './read-stats.js';
+import { CTL, CTL_SLOTS, STAT, STAT_SLOTS, type CloseTask, type DatasetInit, type StatsTask, type StreamMessage, type StreamTask } from './loader-thread.js';
+import { assembleBatch, distinctInOrder, type BatchStream, type DecodedPartition, type LoaderState, type StreamStats } from './stream.js';
+import { unipcBatches, unpackBatches, type WireBatches } from './wire.js';
+
+/**
+ * The consumer's end of a pipeline that runs in the loader thread. A training step that
+ * keeps this thread busy (synchronous CPU work, a blocked event loop) no longer holds up
+ * fetches and decodes: they run in another thread, and finished batches wait in a
+ * MessagePort. `next()` takes one with `receiveMessageOnPort` (no event-loop turn) and
+ * rebuilds it as views over the transferred buffer, so the consumer pays a few
+ * microseconds per batch.
+ */
+
+export interface ThreadStreamConfig {
+  input: EpochPlanInput;
+  /** The same plan the thread executes (mode 'none' assembles batches here, from it). */
+  plan: RankPlan;
+  prefetch: number;
+  prefetchBytes: number;
+  fetchConcurrency: number;
+  ahead: number;
+  hints: false | LoaderHintOptions;
+  signal?: AbortSignal | undefined;
+  onEnd?: (() => void) | undefined;
+}
+
+/** One piscina thread that runs every stream of one dataset. */
+export class LoaderThread {
+  readonly id = randomUUID();
+  readonly #init: DatasetInit;
+  #pool: Piscina | undefined;
+  #closed = false;
+
+  constructor(init: DatasetInit) {
+    this.#init = init;
+  }
+
+  #get(): Piscina {
+    if (this.#closed) throw new ClosedError('Dataset is closed');
+    this.#pool ??= new Piscina({
+      ...threadEntry('loader-thread'),
+      minThreads: 1,
+      maxThreads: 1,
+      // Every stream is a task that lasts its epoch; several may overlap (the next epoch
+      // created before this one ends), plus the close task.
+      concurrentTasksPerWorker: 1024,
+      idleTimeout: 60_000,
+    });
+    return this.#pool;
+  }
+
+  setDecodeThreads(threads: number | undefined): void {
+    this.#init.decodeThreads = threads;
+  }
+
+  stream(schema: Schema, cfg: ThreadStreamConfig): ThreadBatchStream {
+    const pool = this.#get();
+    const { port1, port2 } = new MessageChannel();
+    const ctl = new SharedArrayBuffer(CTL_SLOTS * Int32Array.BYTES_PER_ELEMENT);
+    Atomics.store(new Int32Array(ctl), CTL.WAKE_AT, -1);
+    const stats = new SharedArrayBuffer(STAT_SLOTS * Float64Array.BYTES_PER_ELEMENT);
+    const task: StreamTask = {
+      op: 'stream',
+      dataset: this.id,
+      init: this.#init,
+      port: port2,
+      ctl,
+      stats,
+      input: cfg.input,
+      prefetch: cfg.prefetch,
+      prefetchBytes: cfg.prefetchBytes,
+      fetchConcurrency: cfg.fetchConcurrency,
+      ahead: cfg.ahead,
+      hints: cfg.hints,
+    };
+    const done = pool.run(task, { transferList: [port2] }) as Promise<void>;
+    return new ThreadBatchStream(schema, cfg, port1, ctl, stats, done);
+  }
+
+  /** The thread's store client counters, or undefined before its first stream. */
+  async readStats(): Promise<DatasetReadStats | undefined> {
+    if (this.#closed || !this.#pool) return undefined;
+    const task: StatsTask = { op: 'stats', dataset: this.id };
+    return (await this.#pool.run(task)) as DatasetReadStats | undefined;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const pool = this.#pool;
+    this.#pool = undefined;
+    if (!pool) return;
+    const task: CloseTask = { op: 'close', dataset: this.id };
+    await (pool.run(task) as Promise<void>).catch(() => undefined);
+    await pool.destroy();
+  }
+}
+
+export class ThreadBatchStream implements BatchStream {
+  readonly numBatches: number;
+  readonly #schema: Schema;
+  readonly #struct: Struct;
+  readonly #cfg: ThreadStreamConfig;
+  readonly #port: MessagePort;
+  readonly #ctl: Int32Array;
+  readonly #stats: Float64Array;
+  readonly #queue: StreamMessage[] = [];
+  /** Mode 'none': decoded partitions received and still needed. */
+  readonly #parts = new Map<number, DecodedPartition>();
+  #wake: (() => void) | undefined;
+  #started = false;
+  #ended = false;
+  /** Set when the stream must throw: cancel(reason), the signal, a dead thread. */
+  #failure: { error: unknown } | undefined;
+  #consumed = 0;
+  #rows = 0;
+  #stallMs = 0;
+  #assembleMs = 0;
+  #t0 = 0;
+  #t1 = 0;
+  readonly #onAbort: () => void;
+
+  constructor(schema: Schema, cfg: ThreadStreamConfig, port: MessagePort, ctl: SharedArrayBuffer, stats: SharedArrayBuffer, done: Promise<void>) {
+    this.#schema = schema;
+    this.#struct = new Struct(schema.fields);
+    this.#cfg = cfg;
+    this.numBatches = cfg.plan.numBatches;
+    this.#port = port;
+    this.#ctl = new Int32Array(ctl);
+    this.#stats = new Float64Array(stats);
+    // Messages the event loop delivers (when the consumer awaits) join the queue in order;
+    // the rest are taken synchronously by next().
+    port.on('message', (m: StreamMessage) => {
+      this.#queue.push(m);
+      this.#notify();
+    });
+    done.then(
+      () => this.#notify(),
+      (err: unknown) => {
+        // The thread died (not a pipeline error: those arrive as messages).
+        this.#failure ??= { error: new InternalError(`The loader thread failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err }) };
+        this.#notify();
+      },
+    );
+    this.#onAbort = () => this.cancel(cfg.signal?.reason);
+    if (cfg.signal?.aborted) this.#onAbort();
+    else cfg.signal?.addEventListener('abort', this.#onAbort, { once: true });
+  }
+
+  state(): LoaderState {
+    return { ...resumeState(this.#cfg.input, this.#consumed), rank: this.#cfg.input.rank };
+  }
+
+  stats(): StreamStats {
+    const s = this.#stats;
+    const end = this.#t1 || performance.now();
+    const wallMs = this.#t0 ? end - this.#t0 : 0;
+    return {
+      batches: this.#consumed,
+      rows: this.#rows,
+      partitionsFetched: s[STAT.PARTITIONS] as number,
+      bytesFetched: s[STAT.BYTES] as number,
+      fetchMs: s[STAT.FETCH_MS] as number,
+      decodeMs: s[STAT.DECODE_MS] as number,
+      assembleMs: (s[STAT.ASSEMBLE_MS] as number) + (s[STAT.PACK_MS] as number) + this.#assembleMs,
+      stallMs: this.#stallMs,
+      wallMs,
+      rowsPerSec: wallMs > 0 ? (this.#rows * 1000) / wallMs : 0,
+      peakResidentBytes: s[STAT.PEAK_RESIDENT] as number,
+    };
+  }
+
+  cancel(reason?: unknown): void {
+    if (this.#ended) return;
+    this.#failure ??= { error: reason ?? new DOMException('The batch stream was cancelled', 'AbortError') };
+    this.#stop();
+    this.#notify();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<RecordBatch> {
+    if (this.#started) throw new InternalError('A batch stream can be iterated only once; call ds.batches() again');
+    this.#started = true;
+    this.#t0 = performance.now();
+    return {
+      next: () => this.#next(),
+      return: async () => {
+        this.#finish();
+        return { done: true, value: undefined };
+      },
+    };
+  }
+
+  #notify(): void {
+    const w = this.#wake;
+    this.#wake = undefined;
+    w?.();
+  }
+
+  #throwFailure(): never {
+    const { error } = this.#failure as { error: unknown };
+    this.#finish();
+    throw error;
+  }
+
+  /** The next message: taken at once when the thread has sent it, else awaited (that wait is the data stall). */
+  async #message(): Promise<StreamMessage> {
+    let m = this.#queue.length > 0 ? this.#queue.shift() : (receiveMessageOnPort(this.#port)?.message as StreamMessage | undefined);
+    if (m !== undefined) return m;
+    const tw = performance.now();
+    while (m === undefined) {
+      if (this.#failure) {
+        this.#stallMs += performance.now() - tw;
+        this.#throwFailure();
+      }
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve;
+      });
+      m = this.#queue.length > 0 ? this.#queue.shift() : (receiveMessageOnPort(this.#port)?.message as StreamMessage | undefined);
+    }
+    this.#stallMs += performance.now() - tw;
+    return m;
+  }
+
+  #unpack(m: { w: WireBatches } | { ipc: Uint8Array }): RecordBatch[] {
+    return 'w' in m ? unpackBatches(this.#schema, this.#struct, m.w) : unipcBatches(m.ipc);
+  }
+
+  /** Throws for an error message, or for an end before the last batch. */
+  #control(m: StreamMessage): void {
+    if ('error' in m) {
+      const e = m.error;
+      this.#finish();
+      throw e.code !== undefined ? errorFromCode(e.code, e.message, e.url) : Object.assign(new Error(e.message), { name: e.name });
+    }
+    if ('end' in m) {
+      this.#finish();
+      throw new InternalError(`The loader thread ended after ${this.#consumed} of ${this.numBatches} batches`);
+    }
+  }
+
+  async #next(): Promise<IteratorResult<RecordBatch>> {
+    if (this.#failure) this.#throwFailure();
+    if (this.#ended) return { done: true, value: undefined };
+    const i = this.#consumed;
+    const { plan } = this.#cfg;
+    if (i >= plan.numBatches) {
+      this.#finish();
+      return { done: true, value: undefined };
+    }
+    let batch: RecordBatch;
+    if (this.#cfg.input.mode === 'none') {
+      const rows = plan.batch(i);
+      const parts = distinctInOrder(rows.partitions);
+      for (const p of parts) {
+        while (!this.#parts.has(p)) {
+          const m = await this.#message();
+          if (!('parts' in m) || m.parts === undefined) {
+            this.#control(m);
+            throw new InternalError(`The loader thread sent a batch where partition ${p} was expected`);
+          }
+          const t = performance.now();
+          const all = this.#unpack(m);
+          let at = 0;
+          for (const meta of m.parts) {
+            this.#parts.set(meta.p, { batches: all.slice(at, at + meta.n), starts: meta.starts });
+            at += meta.n;
+          }
+          this.#assembleMs += performance.now() - t;
+        }
+      }
+      const t = performance.now();
+      batch = assembleBatch(this.#schema, (p) => this.#parts.get(p) as DecodedPartition, rows.partitions, rows.rows);
+      for (const p of parts) if (plan.lastUse(p) <= i) this.#parts.delete(p);
+      this.#assembleMs += performance.now() - t;
+    } else {
+      const m = await this.#message();
+      if ('parts' in m && m.parts !== undefined) throw new InternalError('The loader thread sent partitions in a shuffled stream');
+      if (!('w' in m) && !('ipc' in m)) {
+        this.#control(m);
+        throw new InternalError('Unexpected message from the loader thread');
+      }
+      const t = performance.now();
+      batch = this.#unpack(m)[0] as RecordBatch;
+      this.#assembleMs += performance.now() - t;
+    }
+    this.#consumed = i + 1;
+    this.#rows += batch.numRows;
+    const ctl = this.#ctl;
+    Atomics.store(ctl, CTL.CONSUMED, this.#consumed);
+    const wakeAt = Atomics.load(ctl, CTL.WAKE_AT);
+    if (wakeAt >= 0 && this.#consumed >= wakeAt) {
+      Atomics.store(ctl, CTL.WAKE_AT, -1);
+      Atomics.notify(ctl, CTL.CONSUMED);
+    }
+    return { done: false, value: batch };
+  }
+
+  /** Tell the thread to stop, keep nothing. */
+  #stop(): void {
+    Atomics.store(this.#ctl, CTL.CANCEL, 1);
+    Atomics.notify(this.#ctl, CTL.CONSUMED);
+    try {
+      this.#port.postMessage({ cancel: true });
+    } catch {
+      /* closed */
+    }
+  }
+
+  #finish(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#t1 = performance.now();
+    this.#stop();
+    this.#port.close();
+    this.#queue.length = 0;
+    this.#parts.clear();
+    this.#cfg.signal?.removeEventListener('abort', this.#onAbort);
+    this.#cfg.onEnd?.();
+  }
+}
