@@ -335,13 +335,22 @@ async function main(): Promise<void> {
     const pool = new DecodePool({ threads });
     cleanup.push(() => pool.close());
     const dsMem = await Dataset.parquet(prefixA, { fs: mem, columns: COLUMNS, pool });
+    // The default: fetch, decode and assembly in the dataset's loader thread.
     const dsCache = await Dataset.parquet(prefixA, { fs: client, columns: COLUMNS, pool });
-    cleanup.push(() => dsMem.close(), () => dsCache.close());
+    // The same pipeline on the main thread (loaderThread: false): the comparison, and the naive loader.
+    const dsCacheMain = await Dataset.parquet(prefixA, { fs: client, columns: COLUMNS, pool, loaderThread: false });
+    if (!dsCache.loaderThread || dsCacheMain.loaderThread) throw new Error('expected the cache dataset in a loader thread and the other on the main thread');
+    cleanup.push(() => dsMem.close(), () => dsCache.close(), () => dsCacheMain.close());
+    const cacheStats = async (): Promise<{ misses: number; fallbacks: number }> => {
+      const c = (await dsCache.readStats()).cache;
+      return { misses: c?.misses ?? 0, fallbacks: c?.fallbacks ?? 0 };
+    };
 
     t = performance.now();
     const warm = await epoch('warm-up (cold cache)', dsCache, 1000, 4, 0);
-    const afterWarm = client.stats();
-    console.log(`warm-up epoch through the cache: ${fmt(warm.wallMs)} ms, client stats ${JSON.stringify(afterWarm)}`);
+    await epoch('warm-up (main thread)', dsCacheMain, 1000, 4, 0);
+    const afterWarm = await cacheStats();
+    console.log(`warm-up epoch through the cache: ${fmt(warm.wallMs)} ms, loader thread's client ${JSON.stringify(afterWarm)}`);
     await epoch('warm-up (memory)', dsMem, 1000, 4, 0);
 
     // ------------------------------------------------------------ 1. throughput
@@ -355,7 +364,7 @@ async function main(): Promise<void> {
       if (!first) pure.push(await epoch('pure decode (MemoryUfs)', dsMem, r, 4, 0));
       console.log(`run ${r}: pure ${fmt(pure[r]?.rowsPerSec ?? 0, 0)} rows/s, cache ${fmt(cached[r]?.rowsPerSec ?? 0, 0)} rows/s`);
     }
-    const afterRuns = client.stats();
+    const afterRuns = await cacheStats();
     const pureS = summarize(pure);
     const cacheS = summarize(cached);
     const ratio = (cacheS.rowsPerSec ?? 0) / (pureS.rowsPerSec ?? 1);
@@ -364,7 +373,7 @@ async function main(): Promise<void> {
     const thrTable = markdownTable(
       ['source', 'rows/s (median)', 'epoch ms', 'fetch ms (summed)', 'decode ms (summed)', 'assemble ms', 'CPU ms: loader process', 'CPU ms: cache worker'],
       [pureS, cacheS].map((s, i) => [
-        i === 0 ? 'pure decode: bytes in memory (MemoryUfs)' : 'warm cache: CacheClient → worker process',
+        i === 0 ? 'pure decode: bytes in memory (MemoryUfs, main thread)' : 'warm cache: CacheClient → worker process (loader thread)',
         fmt(s.rowsPerSec ?? 0, 0),
         fmt(s.wallMs ?? 0, 0),
         fmt(s.fetchMs ?? 0, 0),
@@ -389,32 +398,28 @@ async function main(): Promise<void> {
     const stallRuns: Record<string, EpochRun[]> = {};
     for (let r = 0; r < STALL_RUNS; r++) {
       for (const mode of modes) {
-        for (const [name, prefetch] of [
-          ['granary (prefetch 4)', 4],
-          ['naive (prefetch 0)', 0],
+        for (const [name, ds, prefetch] of [
+          ['granary: loader thread, prefetch 4', dsCache, 4],
+          ['same pipeline on the main thread (loaderThread: false), prefetch 4', dsCacheMain, 4],
+          ['naive: main thread, no prefetch', dsCacheMain, 0],
         ] as const) {
           const key = `${name}, shuffle '${mode}'`;
-          const run = await epoch(key, dsCache, 100 + r, prefetch, stepMs, mode);
+          const run = await epoch(key, ds, 100 + r, prefetch, stepMs, mode);
           (stallRuns[key] ??= []).push(run);
           logStall(r, key, run);
         }
       }
-      // The same from memory: what the cache client's main-thread work adds.
-      const key = "granary (prefetch 4), shuffle 'none', from memory (no cache client)";
-      const run = await epoch(key, dsMem, 100 + r, 4, stepMs, 'none');
-      (stallRuns[key] ??= []).push(run);
-      logStall(r, key, run);
     }
     function logStall(r: number, key: string, run: EpochRun): void {
       console.log(`stall run ${r} ${key}: ${fmt(run.stallAfterFirstMs)} ms of ${fmt(run.epochAfterFirstMs)} ms (${fmt((100 * run.stallAfterFirstMs) / run.epochAfterFirstMs, 2)} %); steps ${fmt(run.stepTotalMs)} ms; wait p50 ${fmt(run.waitP50Ms, 3)} p99 ${fmt(run.waitP99Ms, 2)} max ${fmt(run.waitMaxMs, 1)} ms`);
     }
     const stallS = Object.fromEntries(Object.entries(stallRuns).map(([k, v]) => [k, summarize(v)]));
-    const granaryNone = stallS["granary (prefetch 4), shuffle 'none'"] ?? {};
-    const granaryBuffer = stallS["granary (prefetch 4), shuffle 'buffer'"] ?? {};
+    const granaryNone = stallS["granary: loader thread, prefetch 4, shuffle 'none'"] ?? {};
+    const granaryBuffer = stallS["granary: loader thread, prefetch 4, shuffle 'buffer'"] ?? {};
     const stallMet = (granaryNone.stallPct ?? 100) <= 2;
     out.stall = { decodePerBatchMs: dec.perBatchMs, decodeTotalMs: dec.totalMs, stepMs, summary: stallS, target: 2, metSequential: stallMet, metBufferShuffle: (granaryBuffer.stallPct ?? 100) <= 2, runs: stallRuns };
     const stallTable = markdownTable(
-      ['loader', 'epoch ms', 'first batch ms', 'steps ms (measured)', 'stall after 1st batch ms', 'stall %', 'per-batch wait p50 / p99 ms', 'waiting for decode ms (stats.stallMs)', 'assemble ms'],
+      ['loader', 'epoch ms', 'first batch ms', 'steps ms (measured)', 'stall after 1st batch ms', 'stall %', 'per-batch wait p50 / p99 ms', 'CPU ms: loader process / cache worker', 'assemble ms'],
       Object.entries(stallS).map(([name, x]) => [
         name,
         fmt(x.wallMs ?? 0, 0),
@@ -423,13 +428,13 @@ async function main(): Promise<void> {
         fmt(x.stallAfterFirstMs ?? 0, 0),
         fmt(x.stallPct ?? 0, 2),
         `${fmt(x.waitP50Ms ?? 0, 3)} / ${fmt(x.waitP99Ms ?? 0, 2)}`,
-        fmt(x.loaderStallMs ?? 0, 0),
+        `${fmt(x.cpuMs ?? 0, 0)} / ${fmt(x.workerCpuMs ?? 0, 0)}`,
         fmt(x.assembleMs ?? 0, 0),
       ]),
       ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
     );
     md.push(
-      `### 2. Data stall with a simulated training step\n\nThrough the warm cache, ${threads} decode thread(s). Pure decode per batch, measured first by feeding the pool directly: ${fmt(dec.perBatchMs, 3)} ms; training step = ${STEP_FACTOR} × that = ${fmt(stepMs, 3)} ms of CPU burnt on the main thread per batch (the event loop is blocked meanwhile, as a synchronous step blocks it). Stall = time the loop waited in \`next()\` after batch 0, as % of the epoch after batch 0; it includes all the loader's main-thread work (Arrow IPC reads, HTTP replies, assembling the batch), which can only run while the loop waits. shuffle 'none' hands out zero-copy slices of decoded row groups; 'buffer' gathers every batch from 4 row groups (a copy per row, on the main thread). Median of ${STALL_RUNS}.\n\n${stallTable}\n\nTarget stall ≤ 2 %: ${stallMet ? 'met' : 'missed'} with shuffle 'none' (${fmt(granaryNone.stallPct ?? 0, 2)} %), ${(granaryBuffer.stallPct ?? 100) <= 2 ? 'met' : 'missed'} with shuffle 'buffer' (${fmt(granaryBuffer.stallPct ?? 0, 2)} %).`,
+      `### 2. Data stall with a simulated training step\n\nThrough the warm cache, ${threads} decode thread(s). Pure decode per batch, measured first by feeding the pool directly: ${fmt(dec.perBatchMs, 3)} ms; training step = ${STEP_FACTOR} × that = ${fmt(stepMs, 3)} ms of CPU burnt on the main thread per batch (the event loop is blocked meanwhile, as a synchronous step blocks it). Stall = time the loop waited in \`next()\` after batch 0, as % of the epoch after batch 0; it includes all the loader's work on the main thread. With the loader thread (the default) that is taking a finished batch from a MessagePort and wrapping its buffers (shuffle 'buffer': gathered in the loader thread) or slicing a decoded row group the thread transferred (shuffle 'none'); on the main thread it is also the HTTP replies, Arrow IPC reads and gathering, which can only run while the loop waits. Naive: the main-thread pipeline with prefetch 0 (a partition's fetch starts when a batch needs it). Machine CPU available: ${machine.cpus} cores for the step, the loader's threads and the cache worker together. Median of ${STALL_RUNS}.\n\n${stallTable}\n\nTarget stall ≤ 2 %: ${stallMet ? 'met' : 'missed'} with shuffle 'none' (${fmt(granaryNone.stallPct ?? 0, 2)} %), ${(granaryBuffer.stallPct ?? 100) <= 2 ? 'met' : 'missed'} with shuffle 'buffer' (${fmt(granaryBuffer.stallPct ?? 0, 2)} %).`,
     );
     console.log(`\n${md[md.length - 1]}\n`);
 
