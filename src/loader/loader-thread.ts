@@ -185,6 +185,8 @@ async function runStream(task: StreamTask): Promise<void> {
       // Batches are runs of consecutive rows: hand the decoded partitions over whole (by
       // transfer, no copy) and let the consumer slice them, which costs it microseconds.
       for await (const d of stream.partitions()) {
+        // Counters first: the consumer may take the message, finish and read stats() at once.
+        report();
         if (d.fresh.length > 0) {
           const t = performance.now();
           const parts = d.fresh.map((f) => ({ p: f.partition, n: f.decoded.batches.length, starts: f.decoded.starts }));
@@ -198,7 +200,6 @@ async function runStream(task: StreamTask): Promise<void> {
           }
           packMs += performance.now() - t;
         }
-        report();
         await throttle(d.batch + 1);
         if (cancelled()) break;
       }
@@ -207,6 +208,7 @@ async function runStream(task: StreamTask): Promise<void> {
       // then transferred) so the consumer only wraps them.
       let sent = 0;
       for await (const batch of stream) {
+        report();
         const t = performance.now();
         if (fast) {
           const { msg, transfer } = packBatches([batch]);
@@ -217,7 +219,6 @@ async function runStream(task: StreamTask): Promise<void> {
         }
         packMs += performance.now() - t;
         sent++;
-        report();
         await throttle(sent);
         if (cancelled()) break;
       }
