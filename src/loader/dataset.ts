@@ -1,7 +1,7 @@
 import { tableFromIPC, type Schema } from 'apache-arrow';
 import PQueue from 'p-queue';
 import { ClosedError, InvalidArgumentError, SchemaMismatchError } from '../errors.js';
-import { planEpoch, resumeInput, parseResumeState } from '../shuffle/index.js';
+import { planBatchCount, planEpoch, resumeInput, parseResumeState } from '../shuffle/index.js';
 import type { EpochPlanInput, ShuffleMode } from '../shuffle/types.js';
 import type { FileInfo, UnderFileSystem } from '../ufs/types.js';
 import { readArrowFile } from './arrow-file.js';
@@ -353,12 +353,15 @@ export class Dataset {
         dropLast,
       };
     }
-    const plan = planEpoch(input);
     const thread = this.#loaderThread();
     if (thread) {
+      // The thread plans and runs the epoch; here only mode 'none' needs the plan (to
+      // slice the partitions it receives), the others only the batch count.
+      const plan = input.mode === 'none' ? planEpoch(input) : undefined;
       const stream: BatchStream = thread.stream(this.#source.schema, {
         input,
         plan,
+        numBatches: plan ? plan.numBatches : planBatchCount(input),
         prefetch,
         prefetchBytes,
         fetchConcurrency,
@@ -370,6 +373,7 @@ export class Dataset {
       this.#streams.add(stream);
       return stream;
     }
+    const plan = planEpoch(input);
     let hints: LoaderHints | undefined;
     const src = this.#source;
     if (options.hints !== false && isHintTarget(src.fs) && src.ranges !== undefined) {

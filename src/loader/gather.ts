@@ -64,8 +64,13 @@ const BYTE_LOOP_MAX = 24;
  * otherwise.
  */
 function gatherFixed(type: DataType, srcs: AnyData[], s: Int32Array, r: Int32Array): AnyData {
+  const values = gatherFixedValues(srcs, s, r, (srcs[0] as AnyData).stride);
+  return makeData({ type, length: s.length, ...validityProps(gatherValidity(srcs, s, r)), data: values } as never) as AnyData;
+}
+
+/** The values of rows (srcs[s[k]], r[k]), each `stride` elements of the sources' value arrays. */
+function gatherFixedValues(srcs: AnyData[], s: Int32Array, r: Int32Array, stride: number): Typed {
   const first = srcs[0] as AnyData;
-  const stride = first.stride;
   const firstValues = first.values as unknown as Typed;
   const Ctor = firstValues.constructor as TypedCtor;
   const rowBytes = stride * firstValues.BYTES_PER_ELEMENT;
@@ -115,7 +120,7 @@ function gatherFixed(type: DataType, srcs: AnyData[], s: Int32Array, r: Int32Arr
       else out.set(v.subarray(from, from + rowBytes), to);
     }
   }
-  return makeData({ type, length: n, ...validityProps(gatherValidity(srcs, s, r)), data: new Ctor(buf) } as never) as AnyData;
+  return new Ctor(buf);
 }
 
 function gatherBool(type: DataType, srcs: AnyData[], s: Int32Array, r: Int32Array): AnyData {
@@ -176,9 +181,31 @@ function gatherList(type: DataType, srcs: AnyData[], s: Int32Array, r: Int32Arra
   return makeData({ type, length: n, ...validityProps(gatherValidity(srcs, s, r)), valueOffsets: offsets, child } as never) as AnyData;
 }
 
+function isFixedWidth(type: DataType): boolean {
+  return (
+    DataType.isInt(type) ||
+    DataType.isFloat(type) ||
+    DataType.isDate(type) ||
+    DataType.isTime(type) ||
+    DataType.isTimestamp(type) ||
+    DataType.isDecimal(type) ||
+    DataType.isDuration(type) ||
+    DataType.isInterval(type) ||
+    DataType.isFixedSizeBinary(type)
+  );
+}
+
 function gatherFixedList(type: DataType, srcs: AnyData[], s: Int32Array, r: Int32Array): AnyData {
   const size = (type as unknown as { listSize: number }).listSize;
   const n = s.length;
+  const childType = (type.children[0] as { type: DataType }).type;
+  const children = srcs.map((d) => d.children[0] as AnyData);
+  if (isFixedWidth(childType) && !children.some(hasNulls)) {
+    // A list of `size` fixed-width values without nulls is one fixed-width row of size x stride (an embedding).
+    const values = gatherFixedValues(children, s, r, size * (children[0] as AnyData).stride);
+    const child = makeData({ type: childType, length: n * size, nullCount: 0, data: values } as never) as AnyData;
+    return makeData({ type, length: n, ...validityProps(gatherValidity(srcs, s, r)), child } as never) as AnyData;
+  }
   const cs = new Int32Array(n * size);
   const cr = new Int32Array(n * size);
   for (let k = 0; k < n; k++) {
@@ -189,8 +216,7 @@ function gatherFixedList(type: DataType, srcs: AnyData[], s: Int32Array, r: Int3
       cr[k * size + j] = base + j;
     }
   }
-  const children = srcs.map((d) => d.children[0] as AnyData);
-  const child = gatherData((type.children[0] as { type: DataType }).type, children, cs, cr);
+  const child = gatherData(childType, children, cs, cr);
   return makeData({ type, length: n, ...validityProps(gatherValidity(srcs, s, r)), child } as never) as AnyData;
 }
 
@@ -214,19 +240,7 @@ function gatherWithBuilder(type: DataType, srcs: AnyData[], s: Int32Array, r: In
 export function gatherData(type: DataType, srcs: AnyData[], s: Int32Array, r: Int32Array): AnyData {
   if (DataType.isNull(type)) return makeData({ type, length: s.length, nullCount: s.length } as never) as AnyData;
   if (DataType.isBool(type)) return gatherBool(type, srcs, s, r);
-  if (
-    DataType.isInt(type) ||
-    DataType.isFloat(type) ||
-    DataType.isDate(type) ||
-    DataType.isTime(type) ||
-    DataType.isTimestamp(type) ||
-    DataType.isDecimal(type) ||
-    DataType.isDuration(type) ||
-    DataType.isInterval(type) ||
-    DataType.isFixedSizeBinary(type)
-  ) {
-    return gatherFixed(type, srcs, s, r);
-  }
+  if (isFixedWidth(type)) return gatherFixed(type, srcs, s, r);
   if (DataType.isUtf8(type) || DataType.isBinary(type)) return gatherBinary(type, srcs, s, r);
   if (DataType.isList(type) || DataType.isMap(type)) return gatherList(type, srcs, s, r);
   if (DataType.isFixedSizeList(type)) return gatherFixedList(type, srcs, s, r);

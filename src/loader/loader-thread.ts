@@ -71,11 +71,11 @@ export interface PartMeta {
 }
 
 /**
- * What the consumer's thread receives: one assembled batch (`w` or `ipc`, shuffled
+ * What the consumer's thread receives: one assembled batch (packed, or `ipc`, shuffled
  * modes), decoded partitions (`parts` with `w` or `ipc`, mode 'none'), the end, or an error.
  */
 export type StreamMessage =
-  | { parts?: undefined; w: WireBatches }
+  | WireBatches
   | { parts?: undefined; ipc: Uint8Array }
   | { parts: PartMeta[]; w: WireBatches }
   | { parts: PartMeta[]; ipc: Uint8Array }
@@ -192,8 +192,8 @@ async function runStream(task: StreamTask): Promise<void> {
           const parts = d.fresh.map((f) => ({ p: f.partition, n: f.decoded.batches.length, starts: f.decoded.starts }));
           const all = d.fresh.flatMap((f) => f.decoded.batches);
           if (fast) {
-            const { msg, transfer } = packBatches(all);
-            port.postMessage({ parts, w: msg } satisfies StreamMessage, transfer);
+            const w = packBatches(all);
+            port.postMessage({ parts, w } satisfies StreamMessage, w);
           } else {
             const ipc = ipcBatches(all);
             port.postMessage({ parts, ipc } satisfies StreamMessage, [ipc.buffer as ArrayBuffer]);
@@ -211,8 +211,8 @@ async function runStream(task: StreamTask): Promise<void> {
         report();
         const t = performance.now();
         if (fast) {
-          const { msg, transfer } = packBatches([batch]);
-          port.postMessage({ w: msg } satisfies StreamMessage, transfer);
+          const w = packBatches([batch]);
+          port.postMessage(w satisfies WireBatches, w);
         } else {
           const ipc = ipcBatches([batch]);
           port.postMessage({ ipc } satisfies StreamMessage, [ipc.buffer as ArrayBuffer]);

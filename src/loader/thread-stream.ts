@@ -23,8 +23,9 @@ import { unipcBatches, unpackBatches, type WireBatches } from './wire.js';
 
 export interface ThreadStreamConfig {
   input: EpochPlanInput;
-  /** The same plan the thread executes (mode 'none' assembles batches here, from it). */
-  plan: RankPlan;
+  /** The same plan the thread executes: needed in mode 'none', where batches are sliced here. */
+  plan: RankPlan | undefined;
+  numBatches: number;
   prefetch: number;
   prefetchBytes: number;
   fetchConcurrency: number;
@@ -134,7 +135,7 @@ export class ThreadBatchStream implements BatchStream {
     this.#schema = schema;
     this.#struct = new Struct(schema.fields);
     this.#cfg = cfg;
-    this.numBatches = cfg.plan.numBatches;
+    this.numBatches = cfg.numBatches;
     this.#port = port;
     this.#ctl = new Int32Array(ctl);
     this.#stats = new Float64Array(stats);
@@ -253,18 +254,19 @@ export class ThreadBatchStream implements BatchStream {
     if (this.#ended) return { done: true, value: undefined };
     const i = this.#consumed;
     const { plan } = this.#cfg;
-    if (i >= plan.numBatches) {
+    if (i >= this.numBatches) {
       this.#finish();
       return { done: true, value: undefined };
     }
     let batch: RecordBatch;
-    if (this.#cfg.input.mode === 'none') {
+    if (plan) {
       const rows = plan.batch(i);
       const parts = distinctInOrder(rows.partitions);
       for (const p of parts) {
         while (!this.#parts.has(p)) {
           const m = await this.#message();
-          if (!('parts' in m) || m.parts === undefined) {
+          if (Array.isArray(m) || !('parts' in m) || m.parts === undefined) {
+            if (Array.isArray(m)) throw new InternalError(`The loader thread sent a batch where partition ${p} was expected`);
             this.#control(m);
             throw new InternalError(`The loader thread sent a batch where partition ${p} was expected`);
           }
@@ -284,13 +286,13 @@ export class ThreadBatchStream implements BatchStream {
       this.#assembleMs += performance.now() - t;
     } else {
       const m = await this.#message();
-      if ('parts' in m && m.parts !== undefined) throw new InternalError('The loader thread sent partitions in a shuffled stream');
-      if (!('w' in m) && !('ipc' in m)) {
-        this.#control(m);
-        throw new InternalError('Unexpected message from the loader thread');
-      }
       const t = performance.now();
-      batch = this.#unpack(m)[0] as RecordBatch;
+      if (Array.isArray(m)) batch = unpackBatches(this.#schema, this.#struct, m)[0] as RecordBatch;
+      else if ('ipc' in m && m.parts === undefined) batch = unipcBatches(m.ipc)[0] as RecordBatch;
+      else {
+        this.#control(m);
+        throw new InternalError('The loader thread sent partitions in a shuffled stream');
+      }
       this.#assembleMs += performance.now() - t;
     }
     this.#consumed = i + 1;

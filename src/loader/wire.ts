@@ -53,11 +53,11 @@ export function packable(type: DataType): boolean {
   return (type.children ?? []).every((f) => packable(f.type as DataType));
 }
 
-/** Packed batches: header (plus copied small buffers) and the ArrayBuffers moved with them. */
-export interface WireBatches {
-  head: ArrayBuffer;
-  bufs: ArrayBuffer[];
-}
+/**
+ * Packed batches: the header buffer (plus copies of small buffers), then the ArrayBuffers
+ * moved with them. All of it goes in the transfer list; a flat array clones cheapest.
+ */
+export type WireBatches = ArrayBuffer[];
 
 class Packer {
   readonly header: number[] = [0, 0];
@@ -104,8 +104,8 @@ class Packer {
   }
 }
 
-/** Pack `batches` for `postMessage(msg, transfer)`. The batches' large buffers are detached once sent. */
-export function packBatches(batches: readonly RecordBatch[]): { msg: WireBatches; transfer: ArrayBuffer[] } {
+/** Pack `batches` for `postMessage(w, w)` (w in the transfer list too). The batches' large buffers are detached once sent. */
+export function packBatches(batches: readonly RecordBatch[]): WireBatches {
   const p = new Packer();
   p.header[1] = batches.length;
   for (const b of batches) p.batch(b);
@@ -121,12 +121,12 @@ export function packBatches(batches: readonly RecordBatch[]): { msg: WireBatches
     u8.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), dataStart + at);
     at += a.byteLength;
   }
-  return { msg: { head, bufs: p.bufs }, transfer: [head, ...p.bufs] };
+  return [head, ...p.bufs];
 }
 
 /** Rebuild what `packBatches` packed, as views over the received buffers (no copy). */
 export function unpackBatches(schema: Schema, structType: Struct, msg: WireBatches): RecordBatch[] {
-  const { head, bufs } = msg;
+  const head = msg[0] as ArrayBuffer;
   const headerInts = new Int32Array(head, 0, 1)[0] as number;
   const h = new Int32Array(head, 0, headerInts);
   const dataStart = (headerInts * 4 + 7) & ~7;
@@ -139,7 +139,7 @@ export function unpackBatches(schema: Schema, structType: Struct, msg: WireBatch
     i += 4;
     if (code === 0) return undefined;
     const C = CTORS[code] as unknown as new (b: ArrayBuffer, o: number, l: number) => View;
-    return idx < 0 ? new C(head, dataStart + off, len) : new C(bufs[idx] as ArrayBuffer, off, len);
+    return idx < 0 ? new C(head, dataStart + off, len) : new C(msg[idx + 1] as ArrayBuffer, off, len);
   };
   const node = (type: DataType): Data => {
     const offset = h[i] as number;

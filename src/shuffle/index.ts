@@ -3,7 +3,7 @@ export { Xoshiro128, SplitMix64, mix64, randomFor, streamKey } from './prng.js';
 export { Streams, permutation, inversePermutation, isPermutation, shuffleInPlace } from './permutation.js';
 export { DEFAULT_BUFFER_PARTITIONS, epochOrder, globalOrder } from './order.js';
 export type { EpochOrderInput, GlobalOrder } from './order.js';
-export { EpochPlan, planEpoch, splitRows } from './plan.js';
+export { EpochPlan, planBatchCount, planEpoch, splitRows } from './plan.js';
 export type { RankSplit } from './plan.js';
 export { parseResumeState, resumeInput, resumeState } from './resume.js';
 export type { ResumeTarget, ShuffleResumeState } from './resume.js';

@@ -274,3 +274,22 @@ export class EpochPlan implements RankPlan {
 export function planEpoch(input: EpochPlanInput): EpochPlan {
   return new EpochPlan(input);
 }
+
+/**
+ * `planEpoch(input).numBatches`, with the same checks, without building the plan (which
+ * is linear in the rank's rows).
+ */
+export function planBatchCount(input: EpochPlanInput): number {
+  checkInt('worldSize', input.worldSize, 1);
+  checkInt('rank', input.rank, 0);
+  if (input.rank >= input.worldSize) {
+    throw new InvalidArgumentError(`shuffle: \`rank\` must be below worldSize ${input.worldSize}, got ${input.rank}`);
+  }
+  checkInt('batchSize', input.batchSize, 1);
+  if (typeof input.dropLast !== 'boolean') {
+    throw new InvalidArgumentError(`shuffle: \`dropLast\` must be a boolean, got ${String(input.dropLast)}`);
+  }
+  const order = globalOrder(input);
+  const remaining = remainingRuns(order.numRows, input);
+  return splitRows(remaining.length, input.worldSize, input.batchSize, input.dropLast).numBatches;
+}

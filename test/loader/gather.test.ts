@@ -1,0 +1,46 @@
+import { Bool, Field, FixedSizeList, Float32, Int32, List, RecordBatch, Schema, Struct, Utf8, makeData, vectorFromArray } from 'apache-arrow';
+import type { Data } from 'apache-arrow';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { gatherBatch } from '../../src/loader/gather.js';
+
+/** A batch of `n` rows starting at id `base`, with nulls in every nullable column, fixed-size lists with and without null items. */
+function batch(base: number, n: number): RecordBatch {
+  const ids = Array.from({ length: n }, (_, i) => base + i);
+  const cols: Record<string, Data> = {
+    id: vectorFromArray(ids, new Int32()).data[0] as Data,
+    s: vectorFromArray(ids.map((v) => (v % 5 === 1 ? null : `s${v}${'x'.repeat(v % 3)}`)), new Utf8()).data[0] as Data,
+    b: vectorFromArray(ids.map((v) => (v % 6 === 2 ? null : v % 3 === 0)), new Bool()).data[0] as Data,
+    emb: vectorFromArray(ids.map((v) => [v, v + 0.5, v + 0.25, -v]), new FixedSizeList(4, new Field('item', new Float32(), false))).data[0] as Data,
+    embNulls: vectorFromArray(
+      ids.map((v) => (v % 7 === 3 ? null : [v % 4 === 0 ? null : v, v * 2])),
+      new FixedSizeList(2, new Field('item', new Int32(), true)),
+    ).data[0] as Data,
+    list: vectorFromArray(ids.map((v) => (v % 9 === 4 ? null : Array.from({ length: v % 4 }, (_, j) => v * 10 + j))), new List(new Field('item', new Int32(), true))).data[0] as Data,
+  };
+  const fields = Object.entries(cols).map(([name, d]) => new Field(name, d.type, true));
+  return new RecordBatch(new Schema(fields), makeData({ type: new Struct(fields), length: n, nullCount: 0, children: Object.values(cols) }));
+}
+
+const json = (v: unknown): unknown => JSON.parse(JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? String(x) : x))) as unknown;
+
+describe('gatherBatch', () => {
+  it('gathers any rows of several sources, slices included, equal to reading them one by one', () => {
+    const sources = [batch(0, 37), batch(1000, 50).slice(7, 30), batch(5000, 64)];
+    fc.assert(
+      fc.property(fc.array(fc.nat(), { minLength: 1, maxLength: 80 }), (picks) => {
+        const s = new Int32Array(picks.length);
+        const r = new Int32Array(picks.length);
+        picks.forEach((x, k) => {
+          const src = x % sources.length;
+          s[k] = src;
+          r[k] = Math.floor(x / sources.length) % (sources[src] as RecordBatch).numRows;
+        });
+        const out = gatherBatch((sources[0] as RecordBatch).schema, sources, s, r);
+        const want = picks.map((_, k) => json((sources[s[k] as number] as RecordBatch).get(r[k] as number)?.toJSON()));
+        expect(out.toArray().map((row) => json(row.toJSON()))).toEqual(want);
+      }),
+      { numRuns: 80 },
+    );
+  });
+});
