@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { Struct, type RecordBatch, type Schema } from 'apache-arrow';
+import { Data, RecordBatch, Struct, type Schema } from 'apache-arrow';
 import { Piscina } from 'piscina';
 import { ClosedError, InternalError, errorFromCode } from '../errors.js';
 import { resumeState } from '../shuffle/index.js';
@@ -105,6 +105,13 @@ export class LoaderThread {
     await (pool.run(task) as Promise<void>).catch(() => undefined);
     await pool.destroy();
   }
+}
+
+/** `batch.slice(at, at + n)` with fewer intermediate objects (the consumer's thread pays for it per batch). */
+function sliceBatch(batch: RecordBatch, structType: Struct, at: number, n: number): RecordBatch {
+  if (at === 0 && n === batch.numRows) return batch;
+  const children = batch.data.children.map((c) => c.slice(at, n));
+  return new RecordBatch(batch.schema, new Data(structType, 0, n, 0, [] as never, children));
 }
 
 export class ThreadBatchStream implements BatchStream {
@@ -236,6 +243,25 @@ export class ThreadBatchStream implements BatchStream {
     return 'w' in m ? unpackBatches(this.#schema, this.#struct, m.w) : unipcBatches(m.ipc);
   }
 
+  /** Take partition messages until partition `p` is here (mode 'none'). */
+  async #receivePartition(p: number): Promise<void> {
+    while (!this.#parts.has(p)) {
+      const m = await this.#message();
+      if (Array.isArray(m) || !('parts' in m) || m.parts === undefined) {
+        if (!Array.isArray(m)) this.#control(m);
+        throw new InternalError(`The loader thread sent a batch where partition ${p} was expected`);
+      }
+      const t = performance.now();
+      const all = this.#unpack(m);
+      let at = 0;
+      for (const meta of m.parts) {
+        this.#parts.set(meta.p, { batches: all.slice(at, at + meta.n), starts: meta.starts });
+        at += meta.n;
+      }
+      this.#assembleMs += performance.now() - t;
+    }
+  }
+
   /** Throws for an error message, or for an end before the last batch. */
   #control(m: StreamMessage): void {
     if ('error' in m) {
@@ -258,28 +284,29 @@ export class ThreadBatchStream implements BatchStream {
       this.#finish();
       return { done: true, value: undefined };
     }
-    let batch: RecordBatch;
-    if (plan) {
+    let batch: RecordBatch | undefined;
+    const run = plan?.run?.(i);
+    if (plan && run) {
+      // The usual case in mode 'none': a run of one partition, cut from the decoded batch holding it.
+      const p = run.partition;
+      await this.#receivePartition(p);
+      const t = performance.now();
+      const part = this.#parts.get(p) as DecodedPartition;
+      const { starts } = part;
+      let b = starts.length - 1;
+      while (b > 0 && (starts[b] as number) > run.row) b--;
+      const src = part.batches[b] as RecordBatch;
+      const at = run.row - (starts[b] as number);
+      if (at + run.count <= src.numRows) batch = sliceBatch(src, this.#struct, at, run.count);
+      if (batch && plan.lastUse(p) <= i) this.#parts.delete(p);
+      this.#assembleMs += performance.now() - t;
+    }
+    if (batch) {
+      /* sliced above */
+    } else if (plan) {
       const rows = plan.batch(i);
       const parts = distinctInOrder(rows.partitions);
-      for (const p of parts) {
-        while (!this.#parts.has(p)) {
-          const m = await this.#message();
-          if (Array.isArray(m) || !('parts' in m) || m.parts === undefined) {
-            if (Array.isArray(m)) throw new InternalError(`The loader thread sent a batch where partition ${p} was expected`);
-            this.#control(m);
-            throw new InternalError(`The loader thread sent a batch where partition ${p} was expected`);
-          }
-          const t = performance.now();
-          const all = this.#unpack(m);
-          let at = 0;
-          for (const meta of m.parts) {
-            this.#parts.set(meta.p, { batches: all.slice(at, at + meta.n), starts: meta.starts });
-            at += meta.n;
-          }
-          this.#assembleMs += performance.now() - t;
-        }
-      }
+      for (const p of parts) await this.#receivePartition(p);
       const t = performance.now();
       batch = assembleBatch(this.#schema, (p) => this.#parts.get(p) as DecodedPartition, rows.partitions, rows.rows);
       for (const p of parts) if (plan.lastUse(p) <= i) this.#parts.delete(p);

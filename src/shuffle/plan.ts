@@ -235,6 +235,18 @@ export class EpochPlan implements RankPlan {
     return { partitions: this.#parts.slice(from, to), rows: this.#rows.slice(from, to) };
   }
 
+  run(i: number): { partition: number; row: number; count: number } | undefined {
+    const from = Math.min(i * this.batchSize, this.numRows);
+    const to = Math.min(from + this.batchSize, this.numRows);
+    if (to <= from) return undefined;
+    const parts = this.#parts;
+    const rows = this.#rows;
+    const p = parts[from]!;
+    const r = rows[from]!;
+    for (let j = from + 1; j < to; j++) if (parts[j] !== p || rows[j] !== r + (j - from)) return undefined;
+    return { partition: p, row: r, count: to - from };
+  }
+
   /** All rows of this rank's plan in order (copies). */
   allRows(): BatchRows {
     return { partitions: this.#parts.slice(), rows: this.#rows.slice() };

@@ -68,4 +68,9 @@ export interface RankPlan {
   firstUse(partition: number): number;
   /** Batch `i` (0-based). */
   batch(i: number): BatchRows;
+  /**
+   * When batch `i` is consecutive rows of one partition (`count` rows from `row`), that
+   * run, without allocating; otherwise undefined. Lets a loader slice instead of gather.
+   */
+  run?(i: number): { partition: number; row: number; count: number } | undefined;
 }

@@ -188,3 +188,22 @@ describe('planEpoch', () => {
     expect(() => planEpoch(ok).batch(5)).toThrow(/batch index/);
   });
 });
+
+describe('EpochPlan.run', () => {
+  it('names exactly the batches that are one run of consecutive rows of one partition', () => {
+    fc.assert(
+      fc.property(baseArb, worldSizeArb, (base, worldSize) => {
+        for (const plan of plansFor(base, worldSize)) {
+          for (let i = 0; i < plan.numBatches; i++) {
+            const { partitions, rows } = plan.batch(i);
+            const contiguous = partitions.length > 0 && partitions.every((p, j) => p === partitions[0] && rows[j] === (rows[0] as number) + j);
+            const run = plan.run(i);
+            if (!contiguous) expect(run).toBeUndefined();
+            else expect(run).toEqual({ partition: partitions[0], row: rows[0], count: partitions.length });
+          }
+        }
+      }),
+      { numRuns: 150 },
+    );
+  });
+});
