@@ -82,6 +82,14 @@ export type StreamMessage =
   | { end: true }
   | { error: { name: string; code?: string; message: string; url?: string } };
 
+/** A stream started ahead of its request: the next epoch, same options. */
+interface Speculative {
+  key: string;
+  stream: PipelineStream;
+  ac: AbortController;
+  timer: NodeJS.Timeout;
+}
+
 interface DatasetState {
   fs: UnderFileSystem;
   source: PartitionSource;
@@ -91,6 +99,7 @@ interface DatasetState {
   streams: number;
   fast: boolean;
   structType: Struct;
+  speculative: Speculative | undefined;
 }
 
 const datasets = new Map<string, DatasetState>();
@@ -114,6 +123,7 @@ function open(id: string, init: DatasetInit): DatasetState {
       streams: 0,
       fast: source.schema.fields.every((f) => packable(f.type as DataType)),
       structType: new Struct(source.schema.fields),
+      speculative: undefined,
     };
     holder.st = st;
     datasets.set(id, st);
@@ -135,30 +145,31 @@ async function runStream(task: StreamTask): Promise<void> {
     if ((m as { cancel?: boolean } | null)?.cancel) ac.abort(new DOMException('The consumer cancelled the stream', 'AbortError'));
   };
   port.on('message', onMessage);
-  // The consumer closed its end (the stream was dropped): stop.
-  port.on('close', () => ac.abort(new DOMException('The consumer went away', 'AbortError')));
+  // The consumer closed its end before taking every batch (the stream was dropped): stop.
+  let total = Number.POSITIVE_INFINITY;
+  port.on('close', () => {
+    if (Atomics.load(ctl, CTL.CONSUMED) < total) ac.abort(new DOMException('The consumer went away', 'AbortError'));
+  });
   const cancelled = (): boolean => Atomics.load(ctl, CTL.CANCEL) !== 0 || ac.signal.aborted;
   let st: DatasetState | undefined;
   try {
     st = open(task.dataset, task.init);
     st.streams++;
     const { fast } = st;
-    const src = st.source;
-    const plan = planEpoch(task.input);
-    let hints: LoaderHints | undefined;
-    if (task.hints !== false && isHintTarget(st.fs) && src.ranges !== undefined) {
-      hints = new LoaderHints(st.fs, plan.partitionOrder, (p) => src.ranges?.(p) ?? [], task.hints);
+    // The stream this task asks for may already be running: started when the previous
+    // epoch's stream ran out of partitions to fetch (see `speculate`).
+    const spec = st.speculative;
+    st.speculative = undefined;
+    let stream: PipelineStream;
+    if (spec && spec.key === streamKey(task)) {
+      clearTimeout(spec.timer);
+      ac.signal.addEventListener('abort', () => spec.ac.abort(ac.signal.reason), { once: true });
+      stream = spec.stream;
+    } else {
+      if (spec) dropSpeculative(spec);
+      stream = newStream(st, task, ac.signal);
     }
-    const stream = new PipelineStream(src, {
-      plan,
-      input: task.input,
-      prefetch: task.prefetch,
-      prefetchBytes: task.prefetchBytes,
-      fetchConcurrency: task.fetchConcurrency,
-      signal: ac.signal,
-      hints,
-      alwaysGather: true,
-    });
+    total = stream.numBatches;
     let packMs = 0;
     const report = (): void => {
       const s = stream.stats();
@@ -224,7 +235,10 @@ async function runStream(task: StreamTask): Promise<void> {
       }
     }
     if (cancelled()) stream.cancel(new DOMException('The consumer cancelled the stream', 'AbortError'));
-    else post(port, { end: true });
+    else {
+      post(port, { end: true });
+      speculate(st, task);
+    }
   } catch (err) {
     if (!cancelled()) post(port, { error: serializeError(err) });
   } finally {
@@ -238,6 +252,70 @@ async function runStream(task: StreamTask): Promise<void> {
 const waitAsync = (Atomics as unknown as {
   waitAsync(a: Int32Array, index: number, value: number): { async: false; value: string } | { async: true; value: Promise<string> };
 }).waitAsync.bind(Atomics);
+
+function newStream(st: DatasetState, task: StreamTask, signal: AbortSignal): PipelineStream {
+  const src = st.source;
+  const plan = planEpoch(task.input);
+  let hints: LoaderHints | undefined;
+  if (task.hints !== false && isHintTarget(st.fs) && src.ranges !== undefined) {
+    hints = new LoaderHints(st.fs, plan.partitionOrder, (p) => src.ranges?.(p) ?? [], task.hints);
+  }
+  return new PipelineStream(src, {
+    plan,
+    input: task.input,
+    prefetch: task.prefetch,
+    prefetchBytes: task.prefetchBytes,
+    fetchConcurrency: task.fetchConcurrency,
+    signal,
+    hints,
+    alwaysGather: true,
+  });
+}
+
+/** What makes two stream requests the same stream (everything but the port and shared buffers). */
+function streamKey(task: StreamTask): string {
+  return JSON.stringify([task.input, task.prefetch, task.prefetchBytes, task.fetchConcurrency, task.ahead, task.hints, task.init.decodeThreads]);
+}
+
+/** How long a primed next epoch waits to be asked for before it is dropped. */
+const SPECULATIVE_TTL_MS = 60_000;
+
+/**
+ * No barrier at epoch boundaries: once an epoch has sent its last data,
+ * start the next epoch with the same options, so its first partitions are fetched and
+ * decoded while the consumer finishes this one. Used only if the next request matches
+ * exactly; dropped on any other request, after SPECULATIVE_TTL_MS, or at close.
+ */
+function speculate(st: DatasetState, task: StreamTask): void {
+  if (datasets.get(task.dataset) !== st || st.speculative) return;
+  // A resumed epoch is followed by a whole one.
+  const next: StreamTask = { ...task, input: { ...task.input, epoch: task.input.epoch + 1, resume: undefined } };
+  const ac = new AbortController();
+  let stream: PipelineStream;
+  try {
+    stream = newStream(st, next, ac.signal);
+  } catch {
+    return;
+  }
+  const spec: Speculative = {
+    key: streamKey(next),
+    stream,
+    ac,
+    timer: setTimeout(() => {
+      if (st.speculative === spec) st.speculative = undefined;
+      dropSpeculative(spec);
+    }, SPECULATIVE_TTL_MS),
+  };
+  spec.timer.unref();
+  st.speculative = spec;
+  stream.prime();
+}
+
+function dropSpeculative(spec: Speculative): void {
+  clearTimeout(spec.timer);
+  spec.ac.abort(new DOMException('The primed next epoch was not asked for', 'AbortError'));
+  spec.stream.cancel();
+}
 
 function post(port: MessagePort, m: StreamMessage): void {
   try {
@@ -257,6 +335,8 @@ async function closeDataset(id: string): Promise<void> {
   const st = datasets.get(id);
   if (!st) return;
   datasets.delete(id);
+  if (st.speculative) dropSpeculative(st.speculative);
+  st.speculative = undefined;
   await Promise.allSettled([st.pool?.close(), st.fs.close()]);
 }
 

@@ -157,6 +157,15 @@ export class PipelineStream implements BatchStream {
     return this.#run();
   }
 
+  /**
+   * Start fetching and decoding the first partitions now, within the prefetch limits,
+   * before anyone iterates (the loader thread primes the next epoch this way).
+   */
+  prime(): void {
+    if (this.#started || this.#ac.signal.aborted) return;
+    this.#schedule(0);
+  }
+
   /** Stop fetching and decoding; the iterator ends. */
   cancel(reason?: unknown): void {
     this.#ac.abort(reason);

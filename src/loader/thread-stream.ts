@@ -281,7 +281,7 @@ export class ThreadBatchStream implements BatchStream {
     const i = this.#consumed;
     const { plan } = this.#cfg;
     if (i >= this.numBatches) {
-      this.#finish();
+      this.#finish(true);
       return { done: true, value: undefined };
     }
     let batch: RecordBatch | undefined;
@@ -345,11 +345,12 @@ export class ThreadBatchStream implements BatchStream {
     }
   }
 
-  #finish(): void {
+  /** `complete`: every batch was taken, and the thread may go on (it primes the next epoch). */
+  #finish(complete = false): void {
     if (this.#ended) return;
     this.#ended = true;
     this.#t1 = performance.now();
-    this.#stop();
+    if (!complete) this.#stop();
     this.#port.close();
     this.#queue.length = 0;
     this.#parts.clear();

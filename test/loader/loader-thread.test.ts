@@ -253,6 +253,39 @@ describe('loader thread: same output as the calling thread', () => {
   });
 });
 
+describe('loader thread: epoch boundaries', () => {
+  it('starts the next epoch with the same options before it is asked for, and yields it unchanged', async () => {
+    const ds = await openPq();
+    const plain = await openPq(false);
+    try {
+      for (const shuffle of ['none', 'buffer'] as const) {
+        const opts = (epoch: number): BatchesOptions => ({ batchSize: 29, epoch, seed: 5, shuffle, prefetch: 2 });
+        // Reads one epoch takes, counted on the calling thread's dataset.
+        const p0 = (await plain.readStats()).requests.get;
+        await collect(plain.batches(opts(0)));
+        const perEpoch = (await plain.readStats()).requests.get - p0;
+        const base = (await ds.readStats()).requests.get;
+        await collect(ds.batches(opts(0)));
+        // Nothing asked for epoch 1 yet, but its first partitions are read: more than one epoch's reads.
+        let read = (await ds.readStats()).requests.get - base;
+        for (let i = 0; i < 200 && read <= perEpoch; i++) {
+          await new Promise((r) => setTimeout(r, 20));
+          read = (await ds.readStats()).requests.get - base;
+        }
+        expect(read).toBeGreaterThan(perEpoch);
+        // Asking for it yields exactly that epoch.
+        const s1 = ds.batches(opts(1));
+        expect(contents(await collect(s1))).toEqual(contents(await collect(plain.batches(opts(1)))));
+        expect(s1.stats().partitionsFetched).toBe(ds.partitions.length);
+        // A request that does not match (another seed) drops the primed epoch and is correct too.
+        expect(contents(await collect(ds.batches({ ...opts(2), seed: 6 })))).toEqual(contents(await collect(plain.batches({ ...opts(2), seed: 6 }))));
+      }
+    } finally {
+      await closeAll(ds, plain);
+    }
+  });
+});
+
 describe('loader thread: Arrow IPC and raw files', () => {
   it('reads Arrow IPC files (with a dictionary-encoded column) the same in both modes', async () => {
     const threaded = track(await Dataset.arrow(arrowDir, { fs }));
