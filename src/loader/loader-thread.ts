@@ -10,7 +10,7 @@ import { ufsFromSpec, type UfsSpec } from './portable-fs.js';
 import { readStatsOf } from './read-stats.js';
 import { sourceFromSpec, type SourceSpec } from './sources.js';
 import { PipelineStream, type PartitionSource } from './stream.js';
-import { ipcBatches, packBatches, packable, transferList, type WireBatches } from './wire.js';
+import { ipcBatches, packBatches, packable, type WireBatches } from './wire.js';
 
 /**
  * The loader thread (a piscina task module): runs a dataset's whole pipeline (fetch,
@@ -203,8 +203,8 @@ async function runStream(task: StreamTask): Promise<void> {
           const parts = d.fresh.map((f) => ({ p: f.partition, n: f.decoded.batches.length, starts: f.decoded.starts }));
           const all = d.fresh.flatMap((f) => f.decoded.batches);
           if (fast) {
-            const w = packBatches(all, { shared: true });
-            port.postMessage({ parts, w } satisfies StreamMessage, transferList(w));
+            const w = packBatches(all);
+            port.postMessage({ parts, w } satisfies StreamMessage, w);
           } else {
             const ipc = ipcBatches(all);
             port.postMessage({ parts, ipc } satisfies StreamMessage, [ipc.buffer as ArrayBuffer]);
@@ -222,8 +222,8 @@ async function runStream(task: StreamTask): Promise<void> {
         report();
         const t = performance.now();
         if (fast) {
-          const w = packBatches([batch], { shared: true });
-          port.postMessage(w satisfies WireBatches, transferList(w));
+          const w = packBatches([batch]);
+          port.postMessage(w satisfies WireBatches, w);
         } else {
           const ipc = ipcBatches([batch]);
           port.postMessage({ ipc } satisfies StreamMessage, [ipc.buffer as ArrayBuffer]);

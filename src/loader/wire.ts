@@ -57,24 +57,14 @@ export function packable(type: DataType): boolean {
  * Packed batches: the header buffer (plus copies of small buffers), then the ArrayBuffers
  * moved with them. All of it goes in the transfer list; a flat array clones cheapest.
  */
-export type WireBatches = (ArrayBuffer | SharedArrayBuffer)[];
-
-/** The entries of a packed message that must go in the transfer list (SharedArrayBuffers are shared, not moved). */
-export function transferList(w: WireBatches): ArrayBuffer[] {
-  return w.filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
-}
+export type WireBatches = ArrayBuffer[];
 
 class Packer {
   readonly header: number[] = [0, 0];
   readonly inline: View[] = [];
   inlineBytes = 0;
-  readonly bufs: (ArrayBuffer | SharedArrayBuffer)[] = [];
-  readonly #bufIndex = new Map<ArrayBufferLike, number>();
-  readonly #shared: boolean;
-
-  constructor(shared: boolean) {
-    this.#shared = shared;
-  }
+  readonly bufs: ArrayBuffer[] = [];
+  readonly #bufIndex = new Map<ArrayBuffer, number>();
 
   batch(b: RecordBatch): void {
     this.header.push(b.numRows);
@@ -97,22 +87,11 @@ class Packer {
     }
     const code = ctorCode(a);
     const ab = a.buffer;
-    if (ab instanceof SharedArrayBuffer) {
-      // Already shared (the decoder returns large results so): send the reference.
-      let idx = this.#bufIndex.get(ab);
-      if (idx === undefined) {
-        idx = this.bufs.length;
-        this.bufs.push(ab);
-        this.#bufIndex.set(ab, idx);
-      }
-      this.header.push(code, idx, a.byteOffset, a.length);
-      return;
-    }
     if (ab instanceof ArrayBuffer && ab.byteLength > INLINE_MAX) {
       let idx = this.#bufIndex.get(ab);
       if (idx === undefined) {
         idx = this.bufs.length;
-        this.bufs.push(this.#shared ? toShared(ab) : ab);
+        this.bufs.push(ab);
         this.#bufIndex.set(ab, idx);
       }
       this.header.push(code, idx, a.byteOffset, a.length);
@@ -125,22 +104,9 @@ class Packer {
   }
 }
 
-/** A SharedArrayBuffer with the bytes of `ab`. */
-function toShared(ab: ArrayBuffer): SharedArrayBuffer {
-  const sab = new SharedArrayBuffer(ab.byteLength);
-  new Uint8Array(sab).set(new Uint8Array(ab));
-  return sab;
-}
-
-/**
- * Pack `batches` for `postMessage(w, transferList(w))`. The batches' large buffers are
- * detached once sent. With `shared`, they are copied into SharedArrayBuffers instead
- * (one copy, on the sending thread): the receiving isolate then does not count them as
- * external memory of its own, which would start garbage collections there, pausing the
- * training loop each time a large partition arrives.
- */
-export function packBatches(batches: readonly RecordBatch[], options: { shared?: boolean } = {}): WireBatches {
-  const p = new Packer(options.shared ?? false);
+/** Pack `batches` for `postMessage(w, w)` (w in the transfer list too). The batches' large buffers are detached once sent. */
+export function packBatches(batches: readonly RecordBatch[]): WireBatches {
+  const p = new Packer();
   p.header[1] = batches.length;
   for (const b of batches) p.batch(b);
   const headerInts = p.header.length;

@@ -2,7 +2,7 @@ import { Bool, Dictionary, Field, FixedSizeList, Float32, Int32, List, RecordBat
 import type { Data, Schema } from 'apache-arrow';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ipcBatches, packBatches, packable, transferList, schemaFromIpc, schemaToIpc, unipcBatches, unpackBatches } from '../../src/loader/wire.js';
+import { ipcBatches, packBatches, packable, schemaFromIpc, schemaToIpc, unipcBatches, unpackBatches } from '../../src/loader/wire.js';
 
 /** A batch with nulls in every kind of column the fast path handles, plus a dictionary column. */
 function mixedBatch(n: number): RecordBatch {
@@ -35,7 +35,7 @@ function rows(b: RecordBatch): unknown[] {
 function roundTrip(batches: RecordBatch[]): RecordBatch[] {
   const schema = (batches[0] as RecordBatch).schema;
   const w = packBatches(batches);
-  return unpackBatches(schema, new Struct(schema.fields), structuredClone(w, { transfer: transferList(w) }));
+  return unpackBatches(schema, new Struct(schema.fields), structuredClone(w, { transfer: w }));
 }
 
 describe('batch wire format', () => {
@@ -64,35 +64,10 @@ describe('batch wire format', () => {
     expect(w.slice(1)).toContain(big.buffer);
     // The header buffer holds the header and copies of small buffers, not the 240 KB of the fixed-size list.
     expect((w[0] as ArrayBuffer).byteLength).toBeLessThan(big.buffer.byteLength / 5);
-    structuredClone(w, { transfer: transferList(w) });
+    structuredClone(w, { transfer: w });
     expect(big.buffer.byteLength).toBe(0);
     const small = mixedBatch(10);
     expect(packBatches([small])).toHaveLength(1);
-  });
-
-  it('shares SharedArrayBuffer-backed buffers, and with `shared` copies large ones into shared memory instead of moving them', () => {
-    const whole = mixedBatch(20_000);
-    const big = whole.getChild('fixed')?.data[0]?.children[0]?.values as Float32Array;
-    const w = packBatches([whole.slice(3, 500)], { shared: true });
-    expect(transferList(w)).toHaveLength(1); // the header only
-    const back = unpackBatches(whole.schema, new Struct(whole.schema.fields), structuredClone(w, { transfer: transferList(w) }));
-    expect(big.buffer.byteLength).toBeGreaterThan(0); // not detached
-    expect(rows(back[0] as RecordBatch)).toEqual(rows(whole.slice(3, 500)));
-    // A batch already in shared memory (as the decoder returns large results) travels by reference.
-    const sab = new SharedArrayBuffer(big.byteLength);
-    const onShared = new Float32Array(sab);
-    onShared.set(big);
-    const fixed = whole.getChild('fixed')?.data[0] as Data;
-    const child = fixed.children[0] as Data;
-    const sharedChild = makeData({ type: child.type, length: child.length, nullCount: 0, data: onShared } as never) as Data;
-    const sharedFixed = makeData({ type: fixed.type, length: fixed.length, nullCount: 0, child: sharedChild } as never) as Data;
-    const fields = [new Field('fixed', fixed.type, true)];
-    const b = new RecordBatch(new (whole.schema.constructor as typeof Schema)(fields), makeData({ type: new Struct(fields), length: fixed.length, nullCount: 0, children: [sharedFixed] }));
-    const w3 = packBatches([b.slice(10, 20)]);
-    expect(w3).toContain(sab);
-    expect(transferList(w3)).toHaveLength(1);
-    const [b3] = unpackBatches(b.schema, new Struct(b.schema.fields), structuredClone(w3, { transfer: transferList(w3) }));
-    expect(rows(b3 as RecordBatch)).toEqual(rows(b.slice(10, 20)));
   });
 
   it('sends dictionary columns through Arrow IPC', () => {
