@@ -158,12 +158,15 @@ export class PipelineStream implements BatchStream {
   }
 
   /**
-   * Start fetching and decoding the first partitions now, within the prefetch limits,
-   * before anyone iterates (the loader thread primes the next epoch this way).
+   * Start fetching and decoding the partitions the first batch needs now, before anyone
+   * iterates (the loader thread primes the next epoch this way). Only those: the rest
+   * would compete for CPU with the end of the epoch still being consumed.
    */
   prime(): void {
     if (this.#started || this.#ac.signal.aborted) return;
-    this.#schedule(0);
+    const { plan } = this.#cfg;
+    const order = plan.partitionOrder;
+    while (this.#next < order.length && plan.firstUse(order[this.#next] as number) <= 0) this.#start(order[this.#next++] as number);
   }
 
   /** Stop fetching and decoding; the iterator ends. */
