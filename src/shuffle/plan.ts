@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from '../errors.js';
-import { globalOrder } from './order.js';
+import { globalOrder, type GlobalOrder } from './order.js';
 import type { BatchRows, EpochPlanInput, RankPlan, ResumePoint } from './types.js';
 
 /** How a sequence of `length` rows is cut into contiguous per-rank spans. */
@@ -168,19 +168,8 @@ export class EpochPlan implements RankPlan {
   readonly #lastUse: Int32Array;
 
   constructor(input: EpochPlanInput) {
-    checkInt('worldSize', input.worldSize, 1);
-    checkInt('rank', input.rank, 0);
-    if (input.rank >= input.worldSize) {
-      throw new InvalidArgumentError(`shuffle: \`rank\` must be below worldSize ${input.worldSize}, got ${input.rank}`);
-    }
-    checkInt('batchSize', input.batchSize, 1);
-    if (typeof input.dropLast !== 'boolean') {
-      throw new InvalidArgumentError(`shuffle: \`dropLast\` must be a boolean, got ${String(input.dropLast)}`);
-    }
-    const order = globalOrder(input);
-    const remaining = remainingRuns(order.numRows, input);
+    const { order, remaining, split } = rankSplit(input);
     this.remainingRows = remaining.length;
-    const split = splitRows(this.remainingRows, input.worldSize, input.batchSize, input.dropLast);
     const start = split.starts[input.rank]!;
     const numRows = split.rowsPerRank[input.rank]!;
     const mine = remaining.slice(start, start + numRows);
@@ -292,6 +281,11 @@ export function planEpoch(input: EpochPlanInput): EpochPlan {
  * is linear in the rank's rows).
  */
 export function planBatchCount(input: EpochPlanInput): number {
+  return rankSplit(input).split.numBatches;
+}
+
+/** Checks `input`; the epoch's order, the rows it has left (after any resume points) and their split across ranks. */
+function rankSplit(input: EpochPlanInput): { order: GlobalOrder; remaining: ReturnType<typeof remainingRuns>; split: RankSplit } {
   checkInt('worldSize', input.worldSize, 1);
   checkInt('rank', input.rank, 0);
   if (input.rank >= input.worldSize) {
@@ -303,5 +297,5 @@ export function planBatchCount(input: EpochPlanInput): number {
   }
   const order = globalOrder(input);
   const remaining = remainingRuns(order.numRows, input);
-  return splitRows(remaining.length, input.worldSize, input.batchSize, input.dropLast).numBatches;
+  return { order, remaining, split: splitRows(remaining.length, input.worldSize, input.batchSize, input.dropLast) };
 }
