@@ -39,6 +39,7 @@ import { S3Ufs } from '../src/ufs/s3.js';
 import type { UnderFileSystem } from '../src/ufs/types.js';
 import { PROFILES, startFaultProxy } from '../test/support/fault-proxy.js';
 import { startS3rver } from '../test/support/s3rver.js';
+import { stopChild } from '../src/util/child-process.js';
 import { spawnWorker, type WorkerProcess } from '../test/support/workers.js';
 import { announceReady, announceResult, exitWithParent, spawnChild, type ChildHandle } from './lib/child.js';
 import { MiB, fmt, machineInfo, markdownTable, median, quantile, writeResults } from './lib/report.js';
@@ -446,7 +447,6 @@ async function s3fsPeer(endpoint: string, bucket: string, objects: Map<string, B
     );
     let err = '';
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     try {
       const deadline = Date.now() + 15_000;
       while (!isMounted(mount)) {
@@ -461,9 +461,7 @@ async function s3fsPeer(endpoint: string, bucket: string, objects: Map<string, B
       log(`prefix run ${r + 1}/${RUNS} s3fs: cold ${fmt(mbps(cold.results.at(-1)!.seconds))} MiB/s, warm ${fmt(mbps(warm.results.at(-1)!.seconds))} MiB/s`);
     } finally {
       if (isMounted(mount)) await run('fusermount', ['-u', mount]).then(async (x) => (x.code === 0 ? x : run('umount', ['-l', mount])));
-      if (child.exitCode === null) child.kill('SIGTERM');
-      await Promise.race([exited, sleep(5000)]);
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await stopChild(child, 5000);
       await rm(dir, { recursive: true, force: true });
     }
   }

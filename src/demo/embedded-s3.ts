@@ -12,10 +12,11 @@
  * a process cannot give itself. The child is tied to this one by an IPC channel and
  * exits when it goes away.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { UnavailableError } from '../errors.js';
 import type { FaultProfile } from '../netem/fault-proxy.js';
+import { stopChild, waitForOutput } from '../util/child-process.js';
 
 export interface EmbeddedS3 extends AsyncDisposable {
   /** s3rver itself, `http://127.0.0.1:<port>` (path-style): fast, no network profile. */
@@ -77,7 +78,10 @@ export async function startEmbeddedS3(options: EmbeddedS3Options): Promise<Embed
   if (pid === undefined) throw new UnavailableError(`Could not start the demo store (${process.execPath} ${entry} gave no pid)`);
   let ports: { s3Port: number; proxyPort: number };
   try {
-    ports = await waitForReady(child, options.startTimeoutMs ?? 20_000);
+    const ready = await waitForOutput(child, /GRANARY_STORE_READY (\{.*\})\n/, options.startTimeoutMs ?? 20_000, (what, stderr) =>
+      new UnavailableError(`The demo store (pid ${String(child.pid)}) ${what}; stderr: ${stderr}`),
+    );
+    ports = JSON.parse(ready) as { s3Port: number; proxyPort: number };
   } catch (err) {
     await stopChild(child);
     throw err;
@@ -100,41 +104,4 @@ export async function startEmbeddedS3(options: EmbeddedS3Options): Promise<Embed
     close,
     [Symbol.asyncDispose]: close,
   };
-}
-
-function waitForReady(child: ChildProcess, timeoutMs: number): Promise<{ s3Port: number; proxyPort: number }> {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => finish(new UnavailableError(`The demo store (pid ${String(child.pid)}) did not listen within ${timeoutMs} ms; stderr: ${err}`)), timeoutMs);
-    const onOut = (d: Buffer): void => {
-      out += d.toString();
-      const m = /GRANARY_STORE_READY (\{.*\})\n/.exec(out);
-      if (m?.[1]) finish(undefined, JSON.parse(m[1]) as { s3Port: number; proxyPort: number });
-    };
-    const onErr = (d: Buffer): void => {
-      err += d.toString();
-    };
-    const onExit = (code: number | null): void => finish(new UnavailableError(`The demo store exited with code ${String(code)} before listening; stderr: ${err}`));
-    const finish = (e: Error | undefined, p?: { s3Port: number; proxyPort: number }): void => {
-      clearTimeout(timer);
-      child.stdout?.off('data', onOut);
-      child.stderr?.off('data', onErr);
-      child.off('exit', onExit);
-      if (e) reject(e);
-      else if (p) resolve(p);
-    };
-    child.stdout?.on('data', onOut);
-    child.stderr?.on('data', onErr);
-    child.once('exit', onExit);
-  });
-}
-
-async function stopChild(child: ChildProcess, graceMs = 3000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-  await exited;
-  clearTimeout(timer);
 }

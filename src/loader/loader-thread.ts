@@ -1,5 +1,5 @@
 import type { MessagePort } from 'node:worker_threads';
-import { Struct, type DataType } from 'apache-arrow';
+import type { DataType } from 'apache-arrow';
 import { isGranaryError } from '../errors.js';
 import { planEpoch } from '../shuffle/index.js';
 import type { EpochPlanInput } from '../shuffle/types.js';
@@ -98,7 +98,6 @@ interface DatasetState {
   timeoutMs: number | undefined;
   streams: number;
   fast: boolean;
-  structType: Struct;
   speculative: Speculative | undefined;
 }
 
@@ -122,7 +121,6 @@ function open(id: string, init: DatasetInit): DatasetState {
       timeoutMs: init.decodeTimeoutMs,
       streams: 0,
       fast: source.schema.fields.every((f) => packable(f.type as DataType)),
-      structType: new Struct(source.schema.fields),
       speculative: undefined,
     };
     holder.st = st;

@@ -4,11 +4,12 @@
  * ListObjectsV2 needs `--openssl-legacy-provider` (s3rver's continuation tokens
  * use DES), and because a benchmark must not share its event loop with the server.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { stopChild, waitForOutput } from '../../src/util/child-process.js';
 
 export interface S3rverHandle {
   /** `http://127.0.0.1:<port>`: use with `forcePathStyle: true`. */
@@ -71,7 +72,7 @@ export async function startS3rver(options: StartS3rverOptions = {}): Promise<S3r
   }
   let port: number;
   try {
-    port = await waitForPort(child, options.startTimeoutMs ?? 20_000);
+    port = Number(await waitForOutput(child, /S3RVER_PORT=(\d+)/, options.startTimeoutMs ?? 20_000, (what, stderr) => new Error(`s3rver ${what}; stderr: ${stderr}`)));
   } catch (err) {
     await stopChild(child);
     await rm(dir, { recursive: true, force: true });
@@ -98,40 +99,5 @@ export async function startS3rver(options: StartS3rverOptions = {}): Promise<S3r
   };
 }
 
-function waitForPort(child: ChildProcess, timeoutMs: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => finish(new Error(`s3rver did not report its port within ${timeoutMs} ms; stderr: ${err}`)), timeoutMs);
-    const onOut = (d: Buffer): void => {
-      out += d.toString();
-      const m = /S3RVER_PORT=(\d+)/.exec(out);
-      if (m?.[1]) finish(undefined, Number(m[1]));
-    };
-    const onErr = (d: Buffer): void => {
-      err += d.toString();
-    };
-    const onExit = (code: number | null): void => finish(new Error(`s3rver exited with code ${String(code)} before listening; stderr: ${err}`));
-    const finish = (e: Error | undefined, p?: number): void => {
-      clearTimeout(timer);
-      child.stdout?.off('data', onOut);
-      child.stderr?.off('data', onErr);
-      child.off('exit', onExit);
-      if (e) reject(e);
-      else resolve(p ?? 0);
-    };
-    child.stdout?.on('data', onOut);
-    child.stderr?.on('data', onErr);
-    child.once('exit', onExit);
-  });
-}
-
-/** SIGTERM by PID, then SIGKILL if it lingers; resolves once the process is gone. */
-export async function stopChild(child: ChildProcess, graceMs = 3000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-  await exited;
-  clearTimeout(timer);
-}
+/** SIGTERM by PID, then SIGKILL if it lingers (shared with the demo's embedded store). */
+export { stopChild };
