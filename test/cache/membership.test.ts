@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { Etcd3 } from 'etcd3';
 import {
@@ -12,7 +12,8 @@ import {
 } from '../../src/cache/membership.js';
 import { registerWorker } from '../../src/cache/registration.js';
 import { ClosedError, ErrorCodes, InvalidArgumentError, type GranaryError } from '../../src/errors.js';
-import { etcdAvailable, freePort, startEtcd, type EtcdServer } from '../support/etcd.js';
+import { etcdAvailable, freePort, type EtcdServer } from '../support/etcd.js';
+import { useEtcd } from '../support/etcd-fixture.js';
 import { startFaultProxy } from '../support/fault-proxy.js';
 
 /** Poll `cond` every 50 ms until it holds; fail after `timeoutMs` (an upper bound, not a timing assertion). */
@@ -158,16 +159,9 @@ describe.runIf(etcdAvailable())('EtcdMembership against a real etcd', () => {
   let n = 0;
   const cluster = () => `m${process.pid}-${++n}`;
 
-  beforeAll(async () => {
-    const started = await startEtcd();
-    if (started === undefined) throw new Error('etcd reported available but did not start');
-    etcd = started;
-    client = new Etcd3({ hosts: etcd.endpoint });
-  });
-
-  afterAll(async () => {
-    client?.close();
-    await etcd?.close();
+  useEtcd((e, c) => {
+    etcd = e;
+    client = c;
   });
 
   /** Resolves with the first change for which `pred` holds. */

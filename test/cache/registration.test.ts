@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
@@ -6,7 +6,8 @@ import { Etcd3 } from 'etcd3';
 import { EtcdMembership, workerKey, type WorkerInfo } from '../../src/cache/membership.js';
 import { Registration, registerWorker } from '../../src/cache/registration.js';
 import { ClosedError, ErrorCodes, InvalidArgumentError, type GranaryError } from '../../src/errors.js';
-import { etcdAvailable, freePort, startEtcd, type EtcdServer } from '../support/etcd.js';
+import { etcdAvailable, freePort, type EtcdServer } from '../support/etcd.js';
+import { useEtcd } from '../support/etcd-fixture.js';
 import { startFaultProxy } from '../support/fault-proxy.js';
 
 async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 15_000, what = 'condition'): Promise<void> {
@@ -74,16 +75,9 @@ describe.runIf(etcdAvailable())('worker registration against a real etcd', () =>
   let n = 0;
   const cluster = () => `r${process.pid}-${++n}`;
 
-  beforeAll(async () => {
-    const started = await startEtcd();
-    if (started === undefined) throw new Error('etcd reported available but did not start');
-    etcd = started;
-    client = new Etcd3({ hosts: etcd.endpoint });
-  });
-
-  afterAll(async () => {
-    client?.close();
-    await etcd?.close();
+  useEtcd((e, c) => {
+    etcd = e;
+    client = c;
   });
 
   async function keyLease(key: string, c: Etcd3 = client): Promise<string | undefined> {

@@ -1,22 +1,16 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { Etcd3 } from 'etcd3';
 import { etcdAvailable, startEtcd, type EtcdServer } from './etcd.js';
+import { useEtcd } from './etcd-fixture.js';
 
 describe.runIf(etcdAvailable())('startEtcd', () => {
   let etcd: EtcdServer;
   let client: Etcd3;
 
-  beforeAll(async () => {
-    const started = await startEtcd();
-    if (started === undefined) throw new Error('etcd reported available but did not start');
-    etcd = started;
-    client = new Etcd3({ hosts: etcd.endpoint });
-  });
-
-  afterAll(async () => {
-    client?.close();
-    await etcd?.close();
+  useEtcd((e, c) => {
+    etcd = e;
+    client = c;
   });
 
   it('serves a loopback endpoint on an ephemeral port', async () => {
