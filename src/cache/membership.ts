@@ -8,18 +8,8 @@
  * revision, so a reconnect can neither lose a change nor resurrect a departed worker.
  */
 import { channel } from 'node:diagnostics_channel';
-import {
-  Etcd3,
-  EtcdAuthenticationFailedError,
-  EtcdInvalidAuthTokenError,
-  EtcdPermissionDeniedError,
-  EtcdUserNotFoundError,
-  GRPCUnauthenticatedError,
-  type IKeyValue,
-  type IRangeResponse,
-  type IWatchResponse,
-  type Watcher,
-} from 'etcd3';
+import type * as Etcd3Module from 'etcd3';
+import type { Etcd3, IKeyValue, IRangeResponse, IWatchResponse, Watcher } from 'etcd3';
 import { AccessDeniedError, ClosedError, GranaryError, InvalidArgumentError, UnavailableError } from '../errors.js';
 
 /** What a worker publishes about itself; stored as JSON in its etcd key. */
@@ -233,11 +223,23 @@ function describe(v: unknown): string {
 // etcd helpers, shared with registration.ts
 
 /**
+ * etcd3 (with gRPC and protobufjs, ~6 MiB of heap), loaded on first use: a process
+ * that never talks to etcd (a static worker list, a loader thread) does not carry it.
+ */
+let etcd3: typeof Etcd3Module | undefined;
+let etcd3Loading: Promise<typeof Etcd3Module> | undefined;
+function loadEtcd3(): Promise<typeof Etcd3Module> {
+  etcd3Loading ??= import('etcd3').then((m) => (etcd3 = m));
+  return etcd3Loading;
+}
+
+/**
  * An etcd3 client for granary: watch reconnects back off from 100 ms to at most 1 s
  * (etcd3's default grows to 30 s, far too slow to notice that etcd is back).
  */
-export function createEtcdClient(endpoints: readonly string[]): Etcd3 {
-  return new Etcd3({ hosts: [...endpoints], faultHandling: { watchBackoff: watchBackoff(100) } });
+export async function createEtcdClient(endpoints: readonly string[]): Promise<Etcd3> {
+  const { Etcd3: Client } = await loadEtcd3();
+  return new Client({ hosts: [...endpoints], faultHandling: { watchBackoff: watchBackoff(100) } });
 }
 
 function watchBackoff(ms: number): { readonly duration: number; next(): ReturnType<typeof watchBackoff> } {
@@ -247,12 +249,15 @@ function watchBackoff(ms: number): { readonly duration: number; next(): ReturnTy
 /** Errors that retrying cannot fix: bad credentials, missing permission, a closed client. */
 export function isTerminalEtcdError(err: unknown): boolean {
   if (err instanceof GranaryError) return !(err instanceof UnavailableError);
+  // No etcd3 error can exist before etcd3 is loaded.
+  const m = etcd3;
   return (
-    err instanceof EtcdAuthenticationFailedError ||
-    err instanceof EtcdInvalidAuthTokenError ||
-    err instanceof EtcdPermissionDeniedError ||
-    err instanceof EtcdUserNotFoundError ||
-    err instanceof GRPCUnauthenticatedError
+    m !== undefined &&
+    (err instanceof m.EtcdAuthenticationFailedError ||
+      err instanceof m.EtcdInvalidAuthTokenError ||
+      err instanceof m.EtcdPermissionDeniedError ||
+      err instanceof m.EtcdUserNotFoundError ||
+      err instanceof m.GRPCUnauthenticatedError)
   );
 }
 
@@ -480,7 +485,9 @@ export class EtcdMembership implements Membership {
   readonly cluster: string;
   readonly prefix: string;
   readonly endpoints: readonly string[];
-  readonly #client: Etcd3;
+  /** The etcd client, once etcd3 is loaded (#range() resolves it before any watch starts). */
+  readonly #client: Promise<Etcd3>;
+  #etcd: Etcd3 | undefined;
   readonly #requestTimeoutMs: number;
   readonly #list: MemberList;
   readonly #stop = new AbortController();
@@ -513,7 +520,9 @@ export class EtcdMembership implements Membership {
     }
     this.#requestTimeoutMs = t;
     this.#list = new MemberList('etcd', this.cluster);
-    this.#client = createEtcdClient(this.endpoints);
+    this.#client = createEtcdClient(this.endpoints).then((c) => (this.#etcd = c));
+    // A failed load is reported by #bootstrap's first #range().
+    this.#client.catch(() => undefined);
     this.#signal = options.signal;
     if (options.signal !== undefined) {
       this.#onExternalAbort = () => void this.close();
@@ -577,7 +586,7 @@ export class EtcdMembership implements Membership {
       // A cancel waits for etcd's answer; when etcd is gone it would wait for ever.
       await Promise.race([w.cancel().catch(() => undefined), new Promise((r) => setTimeout(r, 1000).unref())]);
     }
-    this.#client.close();
+    (await this.#client.catch(() => undefined))?.close();
   }
 
   #assertOpen(): void {
@@ -594,8 +603,9 @@ export class EtcdMembership implements Membership {
     this.#readyWaiters.clear();
   }
 
-  #range(): Promise<IRangeResponse> {
-    return this.#client
+  async #range(): Promise<IRangeResponse> {
+    const client = await this.#client;
+    return client
       .getAll()
       .prefix(this.prefix)
       .options({ deadline: Date.now() + this.#requestTimeoutMs })
@@ -640,7 +650,9 @@ export class EtcdMembership implements Membership {
   }
 
   #startWatch(fromRevision: bigint): void {
-    const watcher = this.#client.watch().prefix(this.prefix).startRevision(fromRevision.toString()).watcher();
+    const client = this.#etcd;
+    if (client === undefined) throw new Error('unreachable: a watch starts only after a successful list');
+    const watcher = client.watch().prefix(this.prefix).startRevision(fromRevision.toString()).watcher();
     this.#watcher = watcher;
     let hadDisconnect = false;
     watcher.on('connected', () => {

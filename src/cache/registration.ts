@@ -13,7 +13,7 @@
 import { channel } from 'node:diagnostics_channel';
 import { EventEmitter } from 'node:events';
 import type { Etcd3, Lease } from 'etcd3';
-import { ClosedError, InvalidArgumentError, type GranaryError } from '../errors.js';
+import { ClosedError, InternalError, InvalidArgumentError, type GranaryError } from '../errors.js';
 import {
   createEtcdClient,
   etcdError,
@@ -91,7 +91,7 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
   readonly key: string;
   readonly ttlSeconds: number;
   readonly endpoints: readonly string[];
-  readonly #client: Etcd3;
+  readonly #client: Promise<Etcd3>;
   readonly #requestTimeoutMs: number;
   readonly #stop = new AbortController();
   #info: WorkerInfo;
@@ -129,6 +129,8 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
     }
     this.#requestTimeoutMs = t;
     this.#client = createEtcdClient(this.endpoints);
+    // A failed load is reported by #run()'s first attempt.
+    this.#client.catch(() => undefined);
     this.#loop = this.#run();
   }
 
@@ -239,13 +241,14 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
       // it if it still holds what this registration wrote (never another worker's).
       try {
         const deadline = Date.now() + this.#requestTimeoutMs;
-        const current = await this.#client.get(this.key).options({ deadline }).string();
-        if (current !== null && current === this.#lastWritten) await this.#client.delete().key(this.key).options({ deadline }).exec();
+        const client = await this.#client;
+        const current = await client.get(this.key).options({ deadline }).string();
+        if (current !== null && current === this.#lastWritten) await client.delete().key(this.key).options({ deadline }).exec();
       } catch {
         // etcd unreachable: the key expires with its lease.
       }
     }
-    this.#client.close();
+    (await this.#client.catch(() => undefined))?.close();
     if (registrationChannels.closed.hasSubscribers) {
       registrationChannels.closed.publish({ ...this.#tag(), revoked, failed: wasFailed });
     }
@@ -267,6 +270,13 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
     this.#waiters.clear();
   }
 
+  #fail(e: GranaryError): void {
+    this.#state = 'failed';
+    this.#failure = e;
+    this.#settle(e);
+    if (this.listenerCount('failed') > 0) this.emit('failed', e);
+  }
+
   #put(lease: Lease, info: WorkerInfo): Promise<unknown> {
     const value = JSON.stringify(info);
     this.#lastWritten = value;
@@ -279,9 +289,16 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
 
   async #run(): Promise<void> {
     const stop = this.#stop.signal;
+    let client: Etcd3;
+    try {
+      client = await this.#client;
+    } catch (err) {
+      this.#fail(new InternalError(`Registering ${this.key}: the etcd client could not be loaded: ${String(err)}`, { cause: err }));
+      return;
+    }
     for (let attempt = 0; !stop.aborted; ) {
       // Grant options carry the deadline; etcd3 keeps it off the keepalive stream.
-      const lease = this.#client.lease(this.ttlSeconds, { deadline: Date.now() + this.#requestTimeoutMs });
+      const lease = client.lease(this.ttlSeconds, { deadline: Date.now() + this.#requestTimeoutMs });
       let onLost!: (err: Error) => void;
       const lost = new Promise<Error>((resolve) => {
         onLost = resolve;
@@ -332,10 +349,7 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
           registrationChannels.error.publish({ ...this.#tag(), error: e, terminal });
         }
         if (terminal) {
-          this.#state = 'failed';
-          this.#failure = e;
-          this.#settle(e);
-          if (this.listenerCount('failed') > 0) this.emit('failed', e);
+          this.#fail(e);
           return;
         }
         await sleepUnlessAborted(retryDelayMs(attempt++), stop);

@@ -2,18 +2,9 @@ import { setMaxListeners } from 'node:events';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
-import {
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadBucketCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  type GetObjectCommandOutput,
-  type S3ClientConfig,
-} from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
+import type * as ClientS3Module from '@aws-sdk/client-s3';
+import type { GetObjectCommandOutput, S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
+import type * as LibStorageModule from '@aws-sdk/lib-storage';
 import {
   AccessDeniedError,
   ClosedError,
@@ -34,6 +25,27 @@ import { checkRange, formatS3Url, parseS3Url, schemeOf, type S3Location } from '
 import type { FileInfo, OpOptions, ReadOptions, RequestCounts, StoreAdapter, WriteData } from './types.js';
 
 const MiB = 1024 * 1024;
+
+type ClientS3 = typeof ClientS3Module;
+type LibStorage = typeof LibStorageModule;
+
+/**
+ * The AWS SDK, loaded on first use: it is most of a granary process's heap otherwise
+ * (~8 MiB), and every thread that only reads files or the cache would pay for it.
+ */
+let sdkModules: Promise<{ s3: ClientS3; storage: LibStorage }> | undefined;
+function loadSdk(): Promise<{ s3: ClientS3; storage: LibStorage }> {
+  sdkModules ??= Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/lib-storage')]).then(([s3, storage]) => ({ s3, storage }));
+  return sdkModules;
+}
+
+interface SdkClients {
+  s3: ClientS3;
+  storage: LibStorage;
+  client: S3Client;
+  /** lib-storage's Upload cannot share our retry loop, so its parts retry inside the SDK. */
+  uploadClient: S3Client;
+}
 /** S3's smallest multipart part (except the last). */
 const MIN_UPLOAD_PART = 5 * MiB;
 
@@ -224,9 +236,8 @@ export function portableS3Options(options: S3UfsOptions): S3UfsOptions | undefin
  */
 export class S3Ufs implements StoreAdapter {
   readonly schemes: readonly string[] = ['s3'];
-  readonly #client: S3Client;
-  /** lib-storage's Upload cannot share our retry loop, so its parts retry inside the SDK. */
-  readonly #uploadClient: S3Client;
+  readonly #config: S3ClientConfig;
+  #clients: Promise<SdkClients> | undefined;
   readonly #agents: [HttpAgent, HttpsAgent];
   readonly #counter = new RequestCounter();
   readonly #timeoutMs: number;
@@ -276,19 +287,32 @@ export class S3Ufs implements StoreAdapter {
       }
       base.credentials = c.sessionToken === undefined ? { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey } : { ...c, sessionToken: c.sessionToken };
     }
-    this.#client = new S3Client({ ...base, maxAttempts: 1 });
-    this.#uploadClient = new S3Client({ ...base, maxAttempts: this.#maxAttempts });
-    for (const client of [this.#client, this.#uploadClient]) {
-      // Innermost step: runs once per request handed to the HTTP handler, retries included.
-      client.middlewareStack.add(
-        (next, context) => (args) => {
-          const kind = COMMAND_KIND[context.commandName ?? ''];
-          if (kind) this.#counter.count(kind);
-          return next(args);
-        },
-        { step: 'deserialize', priority: 'low', name: 'granaryRequestCounter' },
-      );
-    }
+    this.#config = base;
+  }
+
+  /** The SDK clients, built on first use (the SDK is imported then). */
+  #sdk(): Promise<SdkClients> {
+    this.#clients ??= loadSdk().then(({ s3, storage }) => {
+      const client = new s3.S3Client({ ...this.#config, maxAttempts: 1 });
+      const uploadClient = new s3.S3Client({ ...this.#config, maxAttempts: this.#maxAttempts });
+      for (const c of [client, uploadClient]) {
+        // Innermost step: runs once per request handed to the HTTP handler, retries included.
+        c.middlewareStack.add(
+          (next, context) => (args) => {
+            const kind = COMMAND_KIND[context.commandName ?? ''];
+            if (kind) this.#counter.count(kind);
+            return next(args);
+          },
+          { step: 'deserialize', priority: 'low', name: 'granaryRequestCounter' },
+        );
+      }
+      if (this.#closed) {
+        client.destroy();
+        uploadClient.destroy();
+      }
+      return { s3, storage, client, uploadClient };
+    });
+    return this.#clients;
   }
 
   requestCounts(): RequestCounts {
@@ -308,9 +332,10 @@ export class S3Ufs implements StoreAdapter {
     const loc = this.#open(url);
     throwIfAborted(options.signal);
     try {
-      const res = await this.#retry(url, 'stat', options.signal, (signal) =>
-        this.#client.send(new HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key }), { abortSignal: signal }),
-      );
+      const res = await this.#retry(url, 'stat', options.signal, async (signal) => {
+        const { s3, client } = await this.#sdk();
+        return client.send(new s3.HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key }), { abortSignal: signal });
+      });
       return { url, size: res.ContentLength ?? 0, etag: normalizeEtag(res.ETag) ?? '', mtimeMs: res.LastModified?.getTime() };
     } catch (err) {
       // HEAD responses have no body, so a missing bucket looks like a missing key.
@@ -328,16 +353,17 @@ export class S3Ufs implements StoreAdapter {
       throwIfAborted(options.signal);
       if (this.#closed) throw new ClosedError(`S3 adapter was closed while listing ${prefixUrl}`, { url: prefixUrl });
       const continuation = token;
-      const page = await this.#retry(prefixUrl, 'list', options.signal, (signal) =>
-        this.#client.send(
-          new ListObjectsV2Command({
+      const page = await this.#retry(prefixUrl, 'list', options.signal, async (signal) => {
+        const { s3, client } = await this.#sdk();
+        return client.send(
+          new s3.ListObjectsV2Command({
             Bucket: loc.bucket,
             ...(loc.key.length > 0 ? { Prefix: loc.key } : {}),
             ...(continuation !== undefined ? { ContinuationToken: continuation } : {}),
           }),
           { abortSignal: signal },
-        ),
-      );
+        );
+      });
       for (const o of page.Contents ?? []) {
         if (o.Key === undefined) continue;
         yield { url: formatS3Url(loc.bucket, o.Key), size: o.Size ?? 0, etag: normalizeEtag(o.ETag) ?? '', mtimeMs: o.LastModified?.getTime() };
@@ -378,11 +404,12 @@ export class S3Ufs implements StoreAdapter {
     throwIfAborted(options.signal);
     const uploadPart = Math.max(this.#partSize, MIN_UPLOAD_PART);
     if (data instanceof Uint8Array && data.byteLength <= uploadPart) {
-      const res = await this.#retry(url, 'write', options.signal, (signal) =>
-        this.#client.send(new PutObjectCommand({ Bucket: loc.bucket, Key: loc.key, Body: data, ContentLength: data.byteLength }), {
+      const res = await this.#retry(url, 'write', options.signal, async (signal) => {
+        const { s3, client } = await this.#sdk();
+        return client.send(new s3.PutObjectCommand({ Bucket: loc.bucket, Key: loc.key, Body: data, ContentLength: data.byteLength }), {
           abortSignal: signal,
-        }),
-      );
+        });
+      });
       this.#counter.written(data.byteLength);
       return this.#written(url, data.byteLength, res.ETag, options);
     }
@@ -404,8 +431,9 @@ export class S3Ufs implements StoreAdapter {
     const onAbort = (): void => ctl.abort(options.signal?.reason);
     options.signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const upload = new Upload({
-        client: this.#uploadClient,
+      const { storage, uploadClient } = await this.#sdk();
+      const upload = new storage.Upload({
+        client: uploadClient,
         params: { Bucket: loc.bucket, Key: loc.key, Body: body },
         partSize: uploadPart,
         queueSize: this.#parallelism,
@@ -431,9 +459,10 @@ export class S3Ufs implements StoreAdapter {
     const loc = this.#open(url);
     throwIfAborted(options.signal);
     try {
-      await this.#retry(url, 'delete', options.signal, (signal) =>
-        this.#client.send(new DeleteObjectCommand({ Bucket: loc.bucket, Key: loc.key }), { abortSignal: signal }),
-      );
+      await this.#retry(url, 'delete', options.signal, async (signal) => {
+        const { s3, client } = await this.#sdk();
+        return client.send(new s3.DeleteObjectCommand({ Bucket: loc.bucket, Key: loc.key }), { abortSignal: signal });
+      });
     } catch (err) {
       if (err instanceof NotFoundError) return;
       throw err;
@@ -443,8 +472,10 @@ export class S3Ufs implements StoreAdapter {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#client.destroy();
-    this.#uploadClient.destroy();
+    // Clients still being built are destroyed by #sdk() when it sees #closed.
+    const clients = await this.#clients?.catch(() => undefined);
+    clients?.client.destroy();
+    clients?.uploadClient.destroy();
     for (const a of this.#agents) a.destroy();
   }
 
@@ -466,7 +497,10 @@ export class S3Ufs implements StoreAdapter {
 
   async #checkBucket(url: string, loc: S3Location, signal: AbortSignal | undefined): Promise<void> {
     try {
-      await this.#retry(url, 'stat', signal, (s) => this.#client.send(new HeadBucketCommand({ Bucket: loc.bucket }), { abortSignal: s }));
+      await this.#retry(url, 'stat', signal, async (s) => {
+        const { s3, client } = await this.#sdk();
+        return client.send(new s3.HeadBucketCommand({ Bucket: loc.bucket }), { abortSignal: s });
+      });
     } catch (err) {
       if (err instanceof NotFoundError) {
         throw new NoSuchBucketError(`Bucket ${loc.bucket} does not exist at ${this.#endpoint} (reading ${url})`, { url, cause: err });
@@ -556,8 +590,9 @@ export class S3Ufs implements StoreAdapter {
       const start = offset + filled;
       const end = offset + out.byteLength - 1;
       const pinned = version;
-      const res: GetObjectCommandOutput = await this.#client.send(
-        new GetObjectCommand({
+      const { s3, client } = await this.#sdk();
+      const res: GetObjectCommandOutput = await client.send(
+        new s3.GetObjectCommand({
           Bucket: loc.bucket,
           Key: loc.key,
           Range: `bytes=${start}-${end}`,
