@@ -44,6 +44,16 @@ export interface DatasetOptions {
    * @default true
    */
   loaderThread?: boolean | undefined;
+  /**
+   * Parquet: each decode thread reads the column chunks of the row group it decodes,
+   * through its own copy of `fs`, instead of one thread reading every byte and handing
+   * it over. Spreads the read work (HTTP replies from the cache or the store) over the
+   * decode threads, which matters once there are many of them. Needs an `fs` that can be
+   * rebuilt in a thread (as `loaderThread`); otherwise, or when false, the bytes are read
+   * where the pipeline runs.
+   * @default true
+   */
+  fetchInDecoder?: boolean | undefined;
 }
 
 export interface FilesDatasetOptions extends DatasetOptions {
@@ -215,7 +225,7 @@ export class Dataset {
     const shared = options.pool;
     const pool = shared ?? new DecodePool({ threads });
     let holder: Dataset | undefined = undefined;
-    const src = new ParquetSource(fs, metas, columns, () => (holder as Dataset).#getPool());
+    const src = new ParquetSource(fs, metas, columns, () => (holder as Dataset).#getPool(), options.fetchInDecoder ?? true);
     try {
       if (first) {
         const ipc = await pool.decode(
@@ -398,7 +408,9 @@ export class Dataset {
    * every read when streams run on this thread) plus the loader thread's copy of it.
    */
   async readStats(): Promise<DatasetReadStats> {
-    const own = readStatsOf(this.#source.fs);
+    let own = readStatsOf(this.#source.fs);
+    const remote = (this.#source as { remoteStats?: DatasetReadStats }).remoteStats;
+    if (remote) own = addReadStats(own, remote);
     const thread = this.#thread ? await this.#thread.readStats() : undefined;
     return thread ? addReadStats(own, thread) : own;
   }

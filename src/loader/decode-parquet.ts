@@ -1,4 +1,6 @@
 import { ParquetFile } from 'parquet-wasm';
+import type { UfsSpec } from './portable-fs.js';
+import type { DatasetReadStats } from './read-stats.js';
 
 /**
  * Decoding one row group from only its bytes. parquet-wasm's `readParquet` copies
@@ -28,7 +30,25 @@ export interface ParquetDecodeTask {
   numRows: number;
   /** Only decode the schema. */
   schemaOnly?: boolean | undefined;
+  /**
+   * Read the pieces in the decode thread instead (`pieces` is then empty): through a
+   * client rebuilt from `fs`, one per thread and spec. See `FetchedDecode`.
+   */
+  fetch?: { fs: UfsSpec; ranges: FetchRange[]; done: SharedArrayBuffer } | undefined;
 }
+
+/** One byte range a decode thread reads for its row group. */
+export interface FetchRange {
+  url: string;
+  etag: string | undefined;
+  offset: number;
+  length: number;
+}
+
+/** What a decode thread that read its own bytes answers. */
+export type FetchedDecode =
+  | { ipc: Uint8Array; bytes: number; fetchMs: number; decodeMs: number; stats: DatasetReadStats }
+  | { fetchError: { code: string | undefined; name: string; message: string; url: string | undefined }; stats: DatasetReadStats };
 
 class SparseBlob {
   readonly size: number;

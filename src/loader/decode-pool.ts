@@ -1,7 +1,9 @@
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
-import { ClosedError, DecodeError, InvalidArgumentError, TimeoutError, isGranaryError } from '../errors.js';
-import type { ParquetDecodeTask } from './decode-parquet.js';
+import { ClosedError, DecodeError, InternalError, InvalidArgumentError, TimeoutError, errorFromCode, isGranaryError } from '../errors.js';
+import type { FetchRange, FetchedDecode, ParquetDecodeTask } from './decode-parquet.js';
+import type { UfsSpec } from './portable-fs.js';
+import type { DatasetReadStats } from './read-stats.js';
 
 export interface DecodePoolOptions {
   /**
@@ -52,6 +54,9 @@ export class DecodePool {
         minThreads: this.threads,
         maxThreads: this.threads,
         idleTimeout: 30_000,
+        // Never block a thread in Atomics.wait between tasks: a thread that reads for its
+        // decodes keeps a store or cache client, whose sockets and timers must run.
+        atomics: 'async',
       });
       // A worker that dies between tasks emits 'error' on the pool; tasks in flight get it instead.
       this.#pool.on('error', () => {});
@@ -61,20 +66,94 @@ export class DecodePool {
 
   /** Decode one row group (or a schema) to Arrow IPC stream bytes. Failures are DecodeErrors naming the file. */
   async decode(task: ParquetDecodeTask, transfer: ArrayBuffer[], signal?: AbortSignal): Promise<Uint8Array> {
+    const out = await this.#run(task, transfer, undefined, signal);
+    if (!(out instanceof Uint8Array)) throw new DecodeError(`Decoder returned no bytes for ${task.url}`, { url: task.url });
+    return out;
+  }
+
+  /**
+   * Read a row group's `ranges` in a decode thread, through its own client built from
+   * `fs` (see portable-fs.ts), and decode them there. The decode deadline (`timeoutMs`)
+   * starts once the bytes are in; the read itself is bounded by the client's own
+   * timeouts. A failed read rejects with the client's coded error and keeps the thread.
+   * `onStats` is told what the read did to the thread's client (for `ds.readStats()`).
+   */
+  async fetchAndDecode(
+    task: Omit<ParquetDecodeTask, 'pieces' | 'fetch'>,
+    fs: UfsSpec,
+    ranges: FetchRange[],
+    signal?: AbortSignal,
+    onStats?: (stats: DatasetReadStats) => void,
+  ): Promise<Extract<FetchedDecode, { ipc: Uint8Array }>> {
+    // [0]: when the read finished (Date.now(), 0 until then); [1]: 1 once the caller gave up.
+    const shared = new Float64Array(new SharedArrayBuffer(16));
+    const out = (await this.#run({ ...task, pieces: [], fetch: { fs, ranges, done: shared.buffer } }, [], shared, signal, (running) => {
+      // Counted even when the caller gave up: the reads happened.
+      running.then((r) => {
+        const st = (r as FetchedDecode | undefined)?.stats;
+        if (st) onStats?.(st);
+      }, () => undefined);
+    })) as FetchedDecode | undefined;
+    if (out && 'fetchError' in out) {
+      const e = out.fetchError;
+      if (e.code !== undefined) throw errorFromCode(e.code, e.message, e.url ?? task.url);
+      throw new InternalError(`Reading ${task.url} in a decode thread failed: ${e.name}: ${e.message}`, { url: task.url });
+    }
+    if (!out || !(out.ipc instanceof Uint8Array)) throw new DecodeError(`Decoder returned no bytes for ${task.url}`, { url: task.url });
+    return out;
+  }
+
+  /**
+   * Run one task under the decode deadline. `fetchedAt`: where a task that reads first
+   * writes when its read finished (0 until then); the deadline counts from there.
+   */
+  async #run(
+    task: ParquetDecodeTask,
+    transfer: ArrayBuffer[],
+    fetchedAt: Float64Array | undefined,
+    signal?: AbortSignal,
+    watch?: (running: Promise<unknown>) => void,
+  ): Promise<unknown> {
     const pool = this.#get();
     const timer = new AbortController();
-    const onAbort = (): void => timer.abort(signal?.reason);
+    // A task that reads is not aborted through piscina (that ends its thread, and a new
+    // one takes a while to start): the caller stops waiting at once and the task sees
+    // the flag (fetchedAt[1]) and skips its decode.
+    let giveUp: ((reason: unknown) => void) | undefined;
+    const gaveUp = fetchedAt
+      ? new Promise<never>((_, reject) => {
+          giveUp = reject;
+        })
+      : undefined;
+    const onAbort = (): void => {
+      if (fetchedAt && giveUp) {
+        fetchedAt[1] = 1;
+        giveUp(signal?.reason);
+      } else timer.abort(signal?.reason);
+    };
     signal?.addEventListener('abort', onAbort, { once: true });
     let timedOut = false;
-    const t = setTimeout(() => {
-      timedOut = true;
-      timer.abort(new TimeoutError(`Decoding ${task.url} took over ${this.timeoutMs} ms`, { url: task.url }));
-    }, this.timeoutMs);
-    t.unref();
+    let t: NodeJS.Timeout;
+    const arm = (ms: number): void => {
+      t = setTimeout(() => {
+        if (fetchedAt && fetchedAt[1] !== 0) return; // the caller gave up; the task ends on its own
+        const since = fetchedAt ? (fetchedAt[0] as number) : Number.NaN;
+        if (fetchedAt && since === 0) return arm(this.timeoutMs); // still reading
+        const left = fetchedAt ? this.timeoutMs - (Date.now() - since) : 0;
+        if (left > 0) return arm(left);
+        timedOut = true;
+        timer.abort(new TimeoutError(`Decoding ${task.url} took over ${this.timeoutMs} ms`, { url: task.url }));
+      }, ms);
+      t.unref();
+    };
+    arm(this.timeoutMs);
     try {
-      const out: unknown = await pool.run(task, { transferList: transfer, signal: timer.signal });
-      if (!(out instanceof Uint8Array)) throw new DecodeError(`Decoder returned no bytes for ${task.url}`, { url: task.url });
-      return out;
+      const running = pool.run(task, { transferList: transfer, signal: timer.signal });
+      watch?.(running);
+      if (!gaveUp) return await running;
+      running.catch(() => undefined);
+      if (signal?.aborted) onAbort();
+      return await Promise.race([running, gaveUp]);
     } catch (err) {
       if (signal?.aborted) throw signal.reason ?? err;
       if (timedOut) {
@@ -93,7 +172,7 @@ export class DecodePool {
         cause: err,
       });
     } finally {
-      clearTimeout(t);
+      clearTimeout(t!);
       signal?.removeEventListener('abort', onAbort);
     }
   }

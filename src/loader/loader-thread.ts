@@ -7,7 +7,7 @@ import type { UnderFileSystem } from '../ufs/types.js';
 import { DecodePool } from './decode-pool.js';
 import { LoaderHints, isHintTarget, type LoaderHintOptions } from './hints.js';
 import { ufsFromSpec, type UfsSpec } from './portable-fs.js';
-import { readStatsOf } from './read-stats.js';
+import { addReadStats, readStatsOf, type DatasetReadStats } from './read-stats.js';
 import { sourceFromSpec, type SourceSpec } from './sources.js';
 import { PipelineStream, type PartitionSource } from './stream.js';
 import { ipcBatches, packBatches, packable, type WireBatches } from './wire.js';
@@ -342,7 +342,9 @@ export default async function task(t: StreamTask | CloseTask | StatsTask): Promi
   if (t.op === 'close') return closeDataset(t.dataset);
   if (t.op === 'stats') {
     const st = datasets.get(t.dataset);
-    return st ? readStatsOf(st.fs) : undefined;
+    if (!st) return undefined;
+    const remote = (st.source as { remoteStats?: DatasetReadStats }).remoteStats;
+    return remote ? addReadStats(readStatsOf(st.fs), remote) : readStatsOf(st.fs);
   }
   return runStream(t);
 }

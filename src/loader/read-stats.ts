@@ -42,3 +42,12 @@ export function addReadStats(a: DatasetReadStats, b: DatasetReadStats): DatasetR
   }
   return out;
 }
+
+/** `after - before`, field by field: what a client did between two `readStatsOf` snapshots. */
+export function diffReadStats(after: DatasetReadStats, before: DatasetReadStats): DatasetReadStats {
+  const sub = <T extends object>(a: T, b: T | undefined): T =>
+    Object.fromEntries(Object.entries(a).map(([k, v]) => [k, (v as number) - (((b as Record<string, number> | undefined)?.[k]) ?? 0)])) as T;
+  const out: DatasetReadStats = { requests: sub(after.requests, before.requests) };
+  if (after.cache) out.cache = sub(after.cache, before.cache);
+  return out;
+}

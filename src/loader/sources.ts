@@ -4,7 +4,9 @@ import { CorruptDataError, DecodeError, InvalidArgumentError, UnknownColumnError
 import type { FileInfo, UnderFileSystem } from '../ufs/types.js';
 import type { ArrowFileMeta } from './arrow-file.js';
 import type { DecodePool } from './decode-pool.js';
-import type { Piece } from './decode-parquet.js';
+import type { FetchedDecode, ParquetDecodeTask, Piece } from './decode-parquet.js';
+import { ufsSpecOf, type UfsSpec } from './portable-fs.js';
+import { addReadStats, type DatasetReadStats } from './read-stats.js';
 import { rowGroupFooter, type ParquetFileMeta } from './parquet-footer.js';
 import type { HintRange } from './hints.js';
 import type { PartitionSource } from './stream.js';
@@ -40,12 +42,22 @@ export class ParquetSource implements PartitionSource {
   readonly partitionRows: number[] = [];
   readonly parts: { file: ParquetFileMeta; rowGroup: number; rows: number; bytes: number }[] = [];
 
+  /**
+   * Where the decode threads read from themselves (`fetchInDecoder`): `fs` as a spec
+   * they rebuild it from; undefined to read here and hand them the bytes.
+   */
+  readonly remote: UfsSpec | undefined;
+  /** What the decode threads' own clients did for this source (`ds.readStats()`). */
+  remoteStats: DatasetReadStats | undefined;
+
   constructor(
     readonly fs: UnderFileSystem,
     readonly files: ParquetFileMeta[],
     readonly columns: readonly string[] | undefined,
     readonly pool: () => DecodePool,
+    readonly fetchInDecoder = true,
   ) {
+    this.remote = fetchInDecoder ? ufsSpecOf(fs) : undefined;
     for (const file of files) {
       for (const rg of file.rowGroups) {
         if (rg.numRows === 0) continue;
@@ -75,29 +87,55 @@ export class ParquetSource implements PartitionSource {
     return merged;
   }
 
+  /** The decode task for partition `p`, without its bytes. */
+  #task(p: number): Omit<ParquetDecodeTask, 'pieces' | 'fetch'> {
+    const part = this.parts[p];
+    if (!part) throw new InvalidArgumentError(`No partition ${p}`);
+    return {
+      kind: 'parquet',
+      url: part.file.url,
+      size: part.file.size,
+      footer: rowGroupFooter(part.file, part.rowGroup),
+      columns: this.columns ? [...this.columns] : undefined,
+      numRows: part.rows,
+    };
+  }
+
+  /**
+   * The row group's column chunks, read here; or, with `remote`, read and decoded in a
+   * decode thread (then `decode` only wraps the result).
+   */
   async fetch(p: number, signal: AbortSignal): Promise<unknown> {
+    if (this.remote) {
+      const ranges = this.ranges(p).map(({ url, etag, offset, length }) => ({ url, etag, offset, length }));
+      const done = await this.pool().fetchAndDecode(this.#task(p), this.remote, ranges, signal, (s) => {
+        this.remoteStats = this.remoteStats ? addReadStats(this.remoteStats, s) : s;
+      });
+      return { decodedInThread: done } satisfies RemoteFetched;
+    }
     return Promise.all(
       this.ranges(p).map(async (r): Promise<Piece> => ({ offset: r.offset, bytes: await this.fs.read(r.url, r.offset, r.length, { etag: r.etag, signal }) })),
     );
   }
 
+  timing(fetched: unknown): { fetchMs: number; decodeMs: number } | undefined {
+    const r = isRemoteFetched(fetched) ? fetched.decodedInThread : undefined;
+    return r && { fetchMs: r.fetchMs, decodeMs: r.decodeMs };
+  }
+
   async decode(p: number, fetched: unknown, signal: AbortSignal): Promise<RecordBatch[]> {
     const part = this.parts[p];
     if (!part) throw new InvalidArgumentError(`No partition ${p}`);
-    const pieces = (fetched as Piece[]).map((x) => ({ offset: x.offset, bytes: ownedBytes(x.bytes) }));
-    const ipc = await this.pool().decode(
-      {
-        kind: 'parquet',
-        url: part.file.url,
-        size: part.file.size,
-        footer: rowGroupFooter(part.file, part.rowGroup),
-        pieces,
-        columns: this.columns ? [...this.columns] : undefined,
-        numRows: part.rows,
-      },
-      pieces.map((x) => x.bytes.buffer as ArrayBuffer),
-      signal,
-    );
+    let ipc: Uint8Array;
+    if (isRemoteFetched(fetched)) ipc = fetched.decodedInThread.ipc;
+    else {
+      const pieces = (fetched as Piece[]).map((x) => ({ offset: x.offset, bytes: ownedBytes(x.bytes) }));
+      ipc = await this.pool().decode(
+        { ...this.#task(p), pieces },
+        pieces.map((x) => x.bytes.buffer as ArrayBuffer),
+        signal,
+      );
+    }
     const table = tableFromIPC(ipc);
     if (table.numRows !== part.rows) {
       throw new CorruptDataError(
@@ -107,6 +145,15 @@ export class ParquetSource implements PartitionSource {
     }
     return selectColumns(table.batches, this.columns);
   }
+}
+
+/** What `ParquetSource.fetch` returns when a decode thread read and decoded the row group. */
+interface RemoteFetched {
+  decodedInThread: Extract<FetchedDecode, { ipc: Uint8Array }>;
+}
+
+function isRemoteFetched(x: unknown): x is RemoteFetched {
+  return typeof x === 'object' && x !== null && 'decodedInThread' in x;
 }
 
 /** A buffer we may transfer to a worker: the view must own its whole ArrayBuffer (never a pooled Buffer slab). */
@@ -236,7 +283,7 @@ export class FilesSource implements PartitionSource {
 
 /** A partition source as plain data, to rebuild it in the loader thread (`sourceFromSpec`). */
 export type SourceSpec =
-  | { kind: 'parquet'; files: (Omit<ParquetFileMeta, 'meta'> & { metaBytes: Uint8Array })[]; columns: string[] | undefined; schemaIpc: Uint8Array }
+  | { kind: 'parquet'; files: (Omit<ParquetFileMeta, 'meta'> & { metaBytes: Uint8Array })[]; columns: string[] | undefined; schemaIpc: Uint8Array; fetchInDecoder: boolean }
   | { kind: 'arrow'; files: Omit<ArrowFileMeta, 'schema'>[]; columns: string[] | undefined; schemaIpc: Uint8Array }
   | { kind: 'files'; files: FileInfo[]; prefix: string | undefined; perPartition: number; columns: string[] | undefined };
 
@@ -252,6 +299,7 @@ export function sourceSpec(src: PartitionSource): SourceSpec | undefined {
       }),
       columns: columns(src.columns),
       schemaIpc: schemaToIpc(src.schema),
+      fetchInDecoder: src.fetchInDecoder,
     };
   }
   if (src instanceof ArrowSource) {
@@ -267,7 +315,7 @@ export function sourceFromSpec(spec: SourceSpec, fs: UnderFileSystem, pool: () =
   switch (spec.kind) {
     case 'parquet': {
       const files = spec.files.map(({ metaBytes, ...rest }) => ({ ...rest, meta: new CompactReader(metaBytes).readStruct() }));
-      const src = new ParquetSource(fs, files, spec.columns, pool);
+      const src = new ParquetSource(fs, files, spec.columns, pool, spec.fetchInDecoder);
       src.schema = schemaFromIpc(spec.schemaIpc);
       return src;
     }

@@ -17,6 +17,11 @@ export interface PartitionSource {
   decode(p: number, fetched: unknown, signal: AbortSignal): Promise<RecordBatch[]>;
   /** The byte ranges fetching partition `p` reads, and where it reads them, for cache hints. */
   ranges?(p: number): readonly HintRange[];
+  /**
+   * When `fetch` did more than read (it read and decoded in a decode thread): how long
+   * each part took there, so `stats()` keeps fetch and decode apart.
+   */
+  timing?(fetched: unknown): { fetchMs: number; decodeMs: number } | undefined;
   readonly fs?: unknown;
 }
 
@@ -202,11 +207,12 @@ export class PipelineStream implements BatchStream {
       const t0 = performance.now();
       const fetched = await this.#queue.add(() => this.#src.fetch(p, signal), { signal }).finally(() => this.#cfg.hints?.fetched(p));
       const t1 = performance.now();
-      this.#stats.fetchMs += t1 - t0;
+      const split = this.#src.timing?.(fetched);
+      this.#stats.fetchMs += split ? split.fetchMs : t1 - t0;
       this.#stats.partitionsFetched++;
       this.#stats.bytesFetched += bytes;
       const batches = await this.#src.decode(p, fetched, signal);
-      this.#stats.decodeMs += performance.now() - t1;
+      this.#stats.decodeMs += (split?.decodeMs ?? 0) + performance.now() - t1;
       return batches;
     })();
     const slot: Slot = { bytes, done };

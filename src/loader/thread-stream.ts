@@ -56,6 +56,9 @@ export class LoaderThread {
       // created before this one ends), plus the close task.
       concurrentTasksPerWorker: 1024,
       idleTimeout: 60_000,
+      // Never block the thread in Atomics.wait between tasks (piscina's default): the
+      // next epoch's priming runs there after its stream's task ended, and must go on.
+      atomics: 'async',
     });
     return this.#pool;
   }
