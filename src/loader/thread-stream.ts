@@ -56,6 +56,9 @@ export class LoaderThread {
       // created before this one ends), plus the close task.
       concurrentTasksPerWorker: 1024,
       idleTimeout: 60_000,
+      // Never block the thread in Atomics.wait between tasks (piscina's default): the
+      // next epoch's priming runs there after its stream's task ended, and must go on.
+      atomics: 'async',
     });
     return this.#pool;
   }
@@ -103,7 +106,10 @@ export class LoaderThread {
     if (!pool) return;
     const task: CloseTask = { op: 'close', dataset: this.id };
     await (pool.run(task) as Promise<void>).catch(() => undefined);
+    // Wait for the thread to be gone, not only told to go: close() leaves nothing running.
+    const exited = pool.threads.map((w) => new Promise<void>((resolve) => (w.threadId === -1 ? resolve() : w.once('exit', () => resolve()))));
     await pool.destroy();
+    await Promise.all(exited);
   }
 }
 
