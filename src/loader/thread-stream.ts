@@ -106,7 +106,10 @@ export class LoaderThread {
     if (!pool) return;
     const task: CloseTask = { op: 'close', dataset: this.id };
     await (pool.run(task) as Promise<void>).catch(() => undefined);
+    // Wait for the thread to be gone, not only told to go: close() leaves nothing running.
+    const exited = pool.threads.map((w) => new Promise<void>((resolve) => (w.threadId === -1 ? resolve() : w.once('exit', () => resolve()))));
     await pool.destroy();
+    await Promise.all(exited);
   }
 }
 

@@ -10,7 +10,9 @@ import { GranaryError } from '../../src/errors.js';
 import { Dataset, type BatchesOptions } from '../../src/loader/dataset.js';
 import type { BatchStream, LoaderState } from '../../src/loader/stream.js';
 import { LocalUfs } from '../../src/ufs/local.js';
+import { HttpUfs } from '../../src/ufs/http.js';
 import { MemoryUfs } from '../../src/ufs/memory.js';
+import { startHttpServer } from '../support/http-server.js';
 import { collect, ids, parquetBytes } from './helpers.js';
 
 /**
@@ -282,6 +284,33 @@ describe('loader thread: epoch boundaries', () => {
       }
     } finally {
       await closeAll(ds, plain);
+    }
+  });
+  it('goes on priming the next epoch after its stream ended, with no call into the thread', async () => {
+    // Reads are watched at an HTTP server, so nothing here wakes the loader thread: it
+    // must keep running between tasks (piscina would otherwise park it in Atomics.wait).
+    const server = await startHttpServer({ root: dir });
+    const ds = track(await Dataset.parquet(`${server.url}pq/`, { fs: new HttpUfs(), decodeThreads: 1 }));
+    const plain = track(await Dataset.parquet(`${server.url}pq/`, { fs: new HttpUfs(), decodeThreads: 1, loaderThread: false }));
+    try {
+      const opts = (epoch: number): BatchesOptions => ({ batchSize: 29, epoch, seed: 5, shuffle: 'none', prefetch: 2 });
+      const done = (): number => server.requests.filter((r) => r.method === 'GET' && r.completed === true).length;
+      const p0 = done();
+      await collect(plain.batches(opts(0)));
+      const perEpoch = done() - p0;
+      expect(perEpoch).toBeGreaterThan(0);
+      const base = done();
+      await collect(ds.batches(opts(0)));
+      let served = done() - base;
+      for (let i = 0; i < 250 && served <= perEpoch; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        served = done() - base;
+      }
+      expect(served).toBeGreaterThan(perEpoch);
+      expect(contents(await collect(ds.batches(opts(1))))).toEqual(contents(await collect(plain.batches(opts(1)))));
+    } finally {
+      await closeAll(ds, plain);
+      await server.close();
     }
   });
 });
