@@ -1,4 +1,5 @@
 import { availableParallelism } from 'node:os';
+import PQueue from 'p-queue';
 import { Piscina } from 'piscina';
 import { ClosedError, DecodeError, InvalidArgumentError, TimeoutError, isGranaryError } from '../errors.js';
 import type { ParquetDecodeTask } from './decode-parquet.js';
@@ -26,6 +27,7 @@ export class DecodePool {
   readonly threads: number;
   readonly timeoutMs: number;
   #pool: Piscina | undefined;
+  readonly #order: PQueue;
   #closed = false;
 
   constructor(options: DecodePoolOptions = {}) {
@@ -39,6 +41,7 @@ export class DecodePool {
       throw new InvalidArgumentError(`Expected \`timeoutMs\` to be an integer from 1 and up, got \`${String(ms)}\` (${typeof ms})`);
     }
     this.timeoutMs = ms;
+    this.#order = new PQueue({ concurrency: t });
   }
 
   #get(): Piscina {
@@ -61,10 +64,29 @@ export class DecodePool {
 
   /** Decode one row group (or a schema) to Arrow IPC stream bytes. Failures are DecodeErrors naming the file. */
   async decode(task: ParquetDecodeTask, transfer: ArrayBuffer[], signal?: AbortSignal): Promise<Uint8Array> {
+    // In the order asked, at most one task per thread handed to piscina: piscina's own
+    // queue sends a task it could not place at once behind later ones (with an abort
+    // signal, even in front of earlier ones), so the row group a consumer needs next
+    // could be decoded after those it needs later.
+    return this.#order.add(() => this.#decodeNow(task, transfer, signal), { signal }).catch((err: unknown) => {
+      throw signal?.aborted ? (signal.reason ?? err) : err;
+    });
+  }
+
+  async #decodeNow(task: ParquetDecodeTask, transfer: ArrayBuffer[], signal?: AbortSignal): Promise<Uint8Array> {
     const pool = this.#get();
+    // The deadline aborts the task in piscina, which ends its thread (a wedged decoder
+    // cannot be interrupted otherwise). A caller's abort does not: the caller stops
+    // waiting at once and a row group's decode, already running, finishes on its own,
+    // which is cheaper than ending the thread and starting a new one.
     const timer = new AbortController();
-    const onAbort = (): void => timer.abort(signal?.reason);
-    signal?.addEventListener('abort', onAbort, { once: true });
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(signal?.reason);
+    });
+    aborted.catch(() => undefined);
+    if (signal?.aborted) onAbort?.();
+    else if (onAbort) signal?.addEventListener('abort', onAbort, { once: true });
     let timedOut = false;
     const t = setTimeout(() => {
       timedOut = true;
@@ -72,7 +94,9 @@ export class DecodePool {
     }, this.timeoutMs);
     t.unref();
     try {
-      const out: unknown = await pool.run(task, { transferList: transfer, signal: timer.signal });
+      const running = pool.run(task, { transferList: transfer, signal: timer.signal }) as Promise<unknown>;
+      running.catch(() => undefined);
+      const out: unknown = await (signal ? Promise.race([running, aborted]) : running);
       if (!(out instanceof Uint8Array)) throw new DecodeError(`Decoder returned no bytes for ${task.url}`, { url: task.url });
       return out;
     } catch (err) {
@@ -94,16 +118,21 @@ export class DecodePool {
       });
     } finally {
       clearTimeout(t);
-      signal?.removeEventListener('abort', onAbort);
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
     }
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#order.clear();
     const p = this.#pool;
     this.#pool = undefined;
-    if (p) await p.destroy();
+    if (!p) return;
+    // Wait for the threads to be gone, not only told to go: close() leaves nothing running.
+    const exited = p.threads.map((w) => new Promise<void>((resolve) => (w.threadId === -1 ? resolve() : w.once('exit', () => resolve()))));
+    await p.destroy();
+    await Promise.all(exited);
   }
 }
 
