@@ -1,4 +1,5 @@
 import { availableParallelism } from 'node:os';
+import PQueue from 'p-queue';
 import { Piscina } from 'piscina';
 import { ClosedError, DecodeError, InternalError, InvalidArgumentError, TimeoutError, errorFromCode, isGranaryError } from '../errors.js';
 import type { FetchRange, FetchedDecode, ParquetDecodeTask } from './decode-parquet.js';
@@ -28,6 +29,7 @@ export class DecodePool {
   readonly threads: number;
   readonly timeoutMs: number;
   #pool: Piscina | undefined;
+  readonly #order: PQueue;
   #closed = false;
 
   constructor(options: DecodePoolOptions = {}) {
@@ -41,6 +43,7 @@ export class DecodePool {
       throw new InvalidArgumentError(`Expected \`timeoutMs\` to be an integer from 1 and up, got \`${String(ms)}\` (${typeof ms})`);
     }
     this.timeoutMs = ms;
+    this.#order = new PQueue({ concurrency: t });
   }
 
   #get(): Piscina {
@@ -76,7 +79,8 @@ export class DecodePool {
    * `fs` (see portable-fs.ts), and decode them there. The decode deadline (`timeoutMs`)
    * starts once the bytes are in; the read itself is bounded by the client's own
    * timeouts. A failed read rejects with the client's coded error and keeps the thread.
-   * `onStats` is told what the read did to the thread's client (for `ds.readStats()`).
+   * `onStats` is told what the read did to the thread's client (for `ds.readStats()`),
+   * also when the caller gave up meanwhile.
    */
   async fetchAndDecode(
     task: Omit<ParquetDecodeTask, 'pieces' | 'fetch'>,
@@ -88,7 +92,6 @@ export class DecodePool {
     // [0]: when the read finished (Date.now(), 0 until then); [1]: 1 once the caller gave up.
     const shared = new Float64Array(new SharedArrayBuffer(16));
     const out = (await this.#run({ ...task, pieces: [], fetch: { fs, ranges, done: shared.buffer } }, [], shared, signal, (running) => {
-      // Counted even when the caller gave up: the reads happened.
       running.then((r) => {
         const st = (r as FetchedDecode | undefined)?.stats;
         if (st) onStats?.(st);
@@ -104,42 +107,42 @@ export class DecodePool {
   }
 
   /**
-   * Run one task under the decode deadline. `fetchedAt`: where a task that reads first
-   * writes when its read finished (0 until then); the deadline counts from there.
+   * In the order asked, at most one task per thread handed to piscina: piscina's own
+   * queue put a task carrying an abort signal that it could not place at once in front
+   * of earlier ones, so the row group a consumer needs next could be decoded last.
    */
-  async #run(
-    task: ParquetDecodeTask,
-    transfer: ArrayBuffer[],
-    fetchedAt: Float64Array | undefined,
-    signal?: AbortSignal,
-    watch?: (running: Promise<unknown>) => void,
-  ): Promise<unknown> {
+  #run(task: ParquetDecodeTask, transfer: ArrayBuffer[], fetchedAt: Float64Array | undefined, signal?: AbortSignal, watch?: (running: Promise<unknown>) => void): Promise<unknown> {
+    return this.#order.add(() => this.#runNow(task, transfer, fetchedAt, signal, watch), { signal }).catch((err: unknown) => {
+      throw signal?.aborted ? (signal.reason ?? err) : err;
+    });
+  }
+
+  /** One task under the decode deadline; `fetchedAt`: see `fetchAndDecode` (the deadline counts from the end of the read). */
+  async #runNow(task: ParquetDecodeTask, transfer: ArrayBuffer[], fetchedAt: Float64Array | undefined, signal?: AbortSignal, watch?: (running: Promise<unknown>) => void): Promise<unknown> {
     const pool = this.#get();
+    // The deadline aborts the task in piscina, which ends its thread (a wedged decoder
+    // cannot be interrupted otherwise). A caller's abort does not: the caller stops
+    // waiting at once and a row group's decode, already running, finishes on its own,
+    // which is cheaper than ending the thread and starting a new one.
     const timer = new AbortController();
-    // A task that reads is not aborted through piscina (that ends its thread, and a new
-    // one takes a while to start): the caller stops waiting at once and the task sees
-    // the flag (fetchedAt[1]) and skips its decode.
-    let giveUp: ((reason: unknown) => void) | undefined;
-    const gaveUp = fetchedAt
-      ? new Promise<never>((_, reject) => {
-          giveUp = reject;
-        })
-      : undefined;
-    const onAbort = (): void => {
-      if (fetchedAt && giveUp) {
-        fetchedAt[1] = 1;
-        giveUp(signal?.reason);
-      } else timer.abort(signal?.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => {
+        // A task that reads sees this and skips its decode.
+        if (fetchedAt) fetchedAt[1] = 1;
+        reject(signal?.reason);
+      };
+    });
+    aborted.catch(() => undefined);
+    if (signal?.aborted) onAbort?.();
+    else if (onAbort) signal?.addEventListener('abort', onAbort, { once: true });
     let timedOut = false;
-    let t: NodeJS.Timeout;
+    let t: NodeJS.Timeout | undefined;
     const arm = (ms: number): void => {
       t = setTimeout(() => {
         if (fetchedAt && fetchedAt[1] !== 0) return; // the caller gave up; the task ends on its own
-        const since = fetchedAt ? (fetchedAt[0] as number) : Number.NaN;
-        if (fetchedAt && since === 0) return arm(this.timeoutMs); // still reading
-        const left = fetchedAt ? this.timeoutMs - (Date.now() - since) : 0;
+        if (fetchedAt && fetchedAt[0] === 0) return arm(this.timeoutMs); // still reading
+        const left = fetchedAt ? this.timeoutMs - (Date.now() - (fetchedAt[0] as number)) : 0;
         if (left > 0) return arm(left);
         timedOut = true;
         timer.abort(new TimeoutError(`Decoding ${task.url} took over ${this.timeoutMs} ms`, { url: task.url }));
@@ -148,12 +151,10 @@ export class DecodePool {
     };
     arm(this.timeoutMs);
     try {
-      const running = pool.run(task, { transferList: transfer, signal: timer.signal });
-      watch?.(running);
-      if (!gaveUp) return await running;
+      const running = pool.run(task, { transferList: transfer, signal: timer.signal }) as Promise<unknown>;
       running.catch(() => undefined);
-      if (signal?.aborted) onAbort();
-      return await Promise.race([running, gaveUp]);
+      watch?.(running);
+      return await (signal ? Promise.race([running, aborted]) : running);
     } catch (err) {
       if (signal?.aborted) throw signal.reason ?? err;
       if (timedOut) {
@@ -172,17 +173,22 @@ export class DecodePool {
         cause: err,
       });
     } finally {
-      clearTimeout(t!);
-      signal?.removeEventListener('abort', onAbort);
+      clearTimeout(t);
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
     }
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#order.clear();
     const p = this.#pool;
     this.#pool = undefined;
-    if (p) await p.destroy();
+    if (!p) return;
+    // Wait for the threads to be gone, not only told to go: close() leaves nothing running.
+    const exited = p.threads.map((w) => new Promise<void>((resolve) => (w.threadId === -1 ? resolve() : w.once('exit', () => resolve()))));
+    await p.destroy();
+    await Promise.all(exited);
   }
 }
 

@@ -28,3 +28,31 @@ describe('decode pool timeout', () => {
     expect(() => new DecodePool({ timeoutMs: 0 })).toThrow(/timeoutMs/);
   });
 });
+
+describe('decode pool order', () => {
+  it('decodes row groups in the order they were asked for, even when several wait for one thread', async () => {
+    const fs = await parquetDataset([400, 400], 50);
+    const pool = new DecodePool({ threads: 1 });
+    const asked: number[] = [];
+    const finished: number[] = [];
+    const decode = pool.decode.bind(pool);
+    pool.decode = async (...args) => {
+      const id = asked.push(asked.length) - 1;
+      const out = await decode(...args);
+      finished.push(id);
+      return out;
+    };
+    try {
+      const ds = await Dataset.parquet('s3://bucket/ds/', { fs, pool });
+      asked.length = 0;
+      finished.length = 0;
+      const rows = (await collect(ds.batches({ batchSize: 50, prefetch: 8, signal: new AbortController().signal }))).reduce((a, b) => a + b.numRows, 0);
+      expect(rows).toBe(800);
+      expect(asked.length).toBe(16);
+      expect(finished).toEqual(asked);
+      await ds.close();
+    } finally {
+      await pool.close();
+    }
+  });
+});
