@@ -81,7 +81,7 @@ export interface EpochResult {
   rows: number;
   batches: number;
   rowsPerSec: number;
-  /** Share of page reads the workers answered from their cache; null for the direct read. */
+  /** Share of page reads the workers answered from their cache; null for the direct read, and for an epoch that read nothing itself (all read ahead at the end of the previous one). */
   cacheHitPct: number | null;
   /** Requests that reached the store (through the network profile) during the epoch. */
   storeRequests: number;
@@ -252,7 +252,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
         rows: loader.rows,
         batches: loader.batches,
         rowsPerSec: loader.rows / (wallMs / 1000),
-        cacheHitPct: kind === 'direct' ? null : pages > 0 ? (100 * (b1.hits - b0.hits)) / pages : 0,
+        // No page reads in this epoch's window: the loader read all it needed ahead, while
+        // the previous epoch ended (the next epoch's first partitions are primed then).
+        cacheHitPct: kind === 'direct' || pages === 0 ? null : (100 * (b1.hits - b0.hits)) / pages,
         storeRequests: b1.requests - b0.requests,
         storeBytes: b1.bytes - b0.bytes,
         stallPct: pct(loader.stallMs, wallMs),

@@ -41,7 +41,7 @@ export function epochTable(r: DemoResult): string {
     EPOCH_COLUMNS,
     r.epochs.map((e) => [
       epochName(e),
-      e.seconds.toFixed(1),
+      e.seconds.toFixed(e.seconds < 10 ? 2 : 1),
       String(Math.round(e.rowsPerSec)),
       e.cacheHitPct === null ? '-' : e.cacheHitPct.toFixed(1),
       String(e.storeRequests),

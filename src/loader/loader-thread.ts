@@ -99,6 +99,30 @@ interface DatasetState {
   streams: number;
   fast: boolean;
   speculative: Speculative | undefined;
+  /** Resolves once `fs` knows its cache workers (or gave up waiting); see `membershipKnown`. */
+  ready: Promise<void>;
+}
+
+/** How long a stream waits for its cache client's first worker list before it reads without one. */
+const MEMBERSHIP_WAIT_MS = 5000;
+
+/**
+ * A cache client rebuilt here learns its workers afresh (from etcd, asynchronously);
+ * reads before that all go to the store. Wait for the first list, but not for ever: if
+ * etcd does not answer, the client falls back to the store as it would anyway.
+ */
+async function membershipKnown(fs: unknown): Promise<void> {
+  const f = fs as { ready?: () => Promise<void> };
+  if (typeof f.ready !== 'function') return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    f.ready().catch(() => undefined),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, MEMBERSHIP_WAIT_MS);
+      timer.unref();
+    }),
+  ]);
+  clearTimeout(timer);
 }
 
 const datasets = new Map<string, DatasetState>();
@@ -122,6 +146,7 @@ function open(id: string, init: DatasetInit): DatasetState {
       streams: 0,
       fast: source.schema.fields.every((f) => packable(f.type as DataType)),
       speculative: undefined,
+      ready: membershipKnown(fs),
     };
     holder.st = st;
     datasets.set(id, st);
@@ -153,6 +178,7 @@ async function runStream(task: StreamTask): Promise<void> {
   try {
     st = open(task.dataset, task.init);
     st.streams++;
+    await st.ready;
     const { fast } = st;
     // The stream this task asks for may already be running: started when the previous
     // epoch's stream ran out of partitions to fetch (see `speculate`).

@@ -41,7 +41,8 @@ describe('granary demo', () => {
     for (const cells of [direct, cold, warm]) {
       expect(cells).toHaveLength(EPOCH_COLUMNS.length - 1);
       const [seconds, rowsPerSec, , requests, , stall] = cells;
-      expect(Number(seconds)).toBeGreaterThan(0);
+      // A warm epoch of this small demo can take under 5 ms (read ahead as the cold one ended).
+      expect(Number(seconds)).toBeGreaterThanOrEqual(0);
       expect(Number(rowsPerSec)).toBeGreaterThan(0);
       expect(Number.isInteger(Number(requests))).toBe(true);
       expect(Number(stall)).toBeGreaterThanOrEqual(0);
@@ -50,8 +51,10 @@ describe('granary demo', () => {
     // The direct read has no cache; it read the whole dataset from the store.
     expect(direct[2]).toBe('-');
     expect(Number(direct[3])).toBeGreaterThan(0);
-    // Warm: every page from the cache, no bytes from the store.
-    expect(warm[2]).toBe('100.0');
+    // Warm: every page from the cache, no bytes from the store. '-': the epoch read
+    // nothing itself, because the loader read it all ahead as the cold epoch ended.
+    expect(['100.0', '-']).toContain(warm[2]);
+    expect(warm[3]).toBe('0');
     expect(warm[4]).toBe('0 B');
     expect(r.stdout).toMatch(/every epoch yielded each of the \d+ rows exactly once/);
     expect(r.stdout).toContain('loader stages');
@@ -133,7 +136,9 @@ describe('granary demo', () => {
       expect(r.code).toBe(0);
       const result = JSON.parse(await readFile(join(out, 'demo.json'), 'utf8')) as DemoResult & { membership: string };
       expect(result.membership).toBe('etcd');
-      expect(row(r.stdout, 'epoch 2 (warm)')[2]).toBe('100.0');
+      const warm = row(r.stdout, 'epoch 2 (warm)');
+      expect(['100.0', '-']).toContain(warm[2]);
+      expect(warm[3]).toBe('0');
       expect(r.stdout).toMatch(/every epoch yielded each of the \d+ rows exactly once/);
     } finally {
       await etcd.close();
