@@ -8,7 +8,7 @@ import { readArrowFile } from './arrow-file.js';
 import { DecodePool } from './decode-pool.js';
 import { describeParquet, readParquetFooter, schemaOnlyFooter } from './parquet-footer.js';
 import { LoaderHints, isHintTarget, type LoaderHintOptions } from './hints.js';
-import { ArrowSource, FilesSource, ParquetSource, checkColumns, pickSchema, sourceSpec } from './sources.js';
+import { ArrowSource, FilesSource, ParquetSource, checkColumns, pickSchema, readsInDecoder, sourceSpec } from './sources.js';
 import { ufsSpecOf } from './portable-fs.js';
 import { addReadStats, readStatsOf, type DatasetReadStats } from './read-stats.js';
 import { PipelineStream, type BatchStream, type LoaderState, type PartitionSource } from './stream.js';
@@ -48,10 +48,12 @@ export interface DatasetOptions {
    * Parquet: each decode thread reads the column chunks of the row group it decodes,
    * through its own copy of `fs`, instead of one thread reading every byte and handing
    * it over. Spreads the read work (HTTP replies from the cache or the store) over the
-   * decode threads, which matters once there are many of them. Needs an `fs` that can be
-   * rebuilt in a thread (as `loaderThread`); otherwise, or when false, the bytes are read
-   * where the pipeline runs.
-   * @default true
+   * decode threads, which matters once there are many of them (16 cores: +24–38 % warm-
+   * cache rows/s). Needs an `fs` that can be rebuilt in a thread (as `loaderThread`);
+   * otherwise, or when false, the bytes are read where the pipeline runs. Off by default:
+   * with shuffled modes the loader thread then only receives decoded row groups, and V8
+   * collects those late, so peak RSS grows with the dataset (docs/BENCHMARKS.md).
+   * @default false
    */
   fetchInDecoder?: boolean | undefined;
 }
@@ -223,9 +225,9 @@ export class Dataset {
     }
     const threads = options.decodeThreads;
     const shared = options.pool;
-    const pool = shared ?? new DecodePool({ threads });
+    const pool = shared ?? new DecodePool({ threads, threadsRead: options.fetchInDecoder === true });
     let holder: Dataset | undefined = undefined;
-    const src = new ParquetSource(fs, metas, columns, () => (holder as Dataset).#getPool(), options.fetchInDecoder ?? true);
+    const src = new ParquetSource(fs, metas, columns, () => (holder as Dataset).#getPool(), options.fetchInDecoder ?? false);
     try {
       if (first) {
         const ipc = await pool.decode(
@@ -315,7 +317,7 @@ export class Dataset {
 
   #getPool(): DecodePool {
     if (this.#closed) throw new ClosedError('Dataset is closed');
-    this.#pool ??= new DecodePool({ threads: this.#threads });
+    this.#pool ??= new DecodePool({ threads: this.#threads, threadsRead: readsInDecoder(this.#source) });
     return this.#pool;
   }
 

@@ -19,6 +19,12 @@ export interface DecodePoolOptions {
    * @default 120_000
    */
   timeoutMs?: number | undefined;
+  /**
+   * The threads will also read (`fetchInDecoder`): keep their event loops running
+   * between tasks.
+   * @default false
+   */
+  threadsRead?: boolean | undefined;
 }
 
 /**
@@ -30,6 +36,7 @@ export class DecodePool {
   readonly timeoutMs: number;
   #pool: Piscina | undefined;
   readonly #order: PQueue;
+  readonly #threadsRead: boolean;
   #closed = false;
 
   constructor(options: DecodePoolOptions = {}) {
@@ -44,6 +51,7 @@ export class DecodePool {
     }
     this.timeoutMs = ms;
     this.#order = new PQueue({ concurrency: t });
+    this.#threadsRead = options.threadsRead === true;
   }
 
   #get(): Piscina {
@@ -57,9 +65,10 @@ export class DecodePool {
         minThreads: this.threads,
         maxThreads: this.threads,
         idleTimeout: 30_000,
-        // Never block a thread in Atomics.wait between tasks: a thread that reads for its
-        // decodes keeps a store or cache client, whose sockets and timers must run.
-        atomics: 'async',
+        // A thread that reads for its decodes keeps a store or cache client, whose sockets
+        // and timers must run between tasks: never park it in Atomics.wait then. Only
+        // then: with 'async', peak RSS grew with the dataset in the loader bench (section 3).
+        ...(this.#threadsRead ? { atomics: 'async' as const } : {}),
       });
       // A worker that dies between tasks emits 'error' on the pool; tasks in flight get it instead.
       this.#pool.on('error', () => {});

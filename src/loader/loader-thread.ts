@@ -8,7 +8,7 @@ import { DecodePool } from './decode-pool.js';
 import { LoaderHints, isHintTarget, type LoaderHintOptions } from './hints.js';
 import { ufsFromSpec, type UfsSpec } from './portable-fs.js';
 import { addReadStats, readStatsOf, type DatasetReadStats } from './read-stats.js';
-import { sourceFromSpec, type SourceSpec } from './sources.js';
+import { readsInDecoder, sourceFromSpec, type SourceSpec } from './sources.js';
 import { PipelineStream, type PartitionSource } from './stream.js';
 import { ipcBatches, packBatches, packable, type WireBatches } from './wire.js';
 
@@ -134,7 +134,7 @@ function open(id: string, init: DatasetInit): DatasetState {
     const holder: { st?: DatasetState } = {};
     const source = sourceFromSpec(init.source, fs, () => {
       const s = holder.st as DatasetState;
-      s.pool ??= new DecodePool({ threads: s.threads, timeoutMs: s.timeoutMs });
+      s.pool ??= new DecodePool({ threads: s.threads, timeoutMs: s.timeoutMs, threadsRead: readsInDecoder(s.source) });
       return s.pool;
     });
     st = {

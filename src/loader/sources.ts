@@ -55,7 +55,7 @@ export class ParquetSource implements PartitionSource {
     readonly files: ParquetFileMeta[],
     readonly columns: readonly string[] | undefined,
     readonly pool: () => DecodePool,
-    readonly fetchInDecoder = true,
+    readonly fetchInDecoder = false,
   ) {
     this.remote = fetchInDecoder ? ufsSpecOf(fs) : undefined;
     for (const file of files) {
@@ -145,6 +145,11 @@ export class ParquetSource implements PartitionSource {
     }
     return selectColumns(table.batches, this.columns);
   }
+}
+
+/** Whether the source's decode threads read their own bytes (`fetchInDecoder` in effect). */
+export function readsInDecoder(source: unknown): boolean {
+  return (source as { remote?: unknown } | null)?.remote !== undefined;
 }
 
 /** What `ParquetSource.fetch` returns when a decode thread read and decoded the row group. */
