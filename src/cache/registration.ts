@@ -235,10 +235,12 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
       }
     }
     await this.#loop;
-    if (revoked || lease === undefined) {
-      // Belt and braces: a lease granted by a re-registration racing this close, or a
-      // revoke etcd acknowledged late, must not leave the key behind for a TTL. Delete
-      // it if it still holds what this registration wrote (never another worker's).
+    {
+      // Belt and braces: a lease granted by a re-registration racing this close, a revoke
+      // etcd acknowledged late, or one that timed out on a loaded machine while etcd was
+      // there, must not leave the key behind for a TTL. Delete it if it still holds what
+      // this registration wrote (never another worker's); if etcd is unreachable this
+      // fails within the request timeout and the key expires with its lease.
       try {
         const deadline = Date.now() + this.#requestTimeoutMs;
         const client = await this.#client;
