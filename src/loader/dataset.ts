@@ -50,10 +50,8 @@ export interface DatasetOptions {
    * it over. Spreads the read work (HTTP replies from the cache or the store) over the
    * decode threads, which matters once there are many of them (16 cores: +24–38 % warm-
    * cache rows/s). Needs an `fs` that can be rebuilt in a thread (as `loaderThread`);
-   * otherwise, or when false, the bytes are read where the pipeline runs. Off by default:
-   * with shuffled modes the loader thread then only receives decoded row groups, and V8
-   * collects those late, so peak RSS grows with the dataset (docs/BENCHMARKS.md).
-   * @default false
+   * otherwise, or when false, the bytes are read where the pipeline runs.
+   * @default true
    */
   fetchInDecoder?: boolean | undefined;
 }
@@ -225,9 +223,9 @@ export class Dataset {
     }
     const threads = options.decodeThreads;
     const shared = options.pool;
-    const pool = shared ?? new DecodePool({ threads, threadsRead: options.fetchInDecoder === true });
+    const pool = shared ?? new DecodePool({ threads, threadsRead: (options.fetchInDecoder ?? true) && ufsSpecOf(fs) !== undefined });
     let holder: Dataset | undefined = undefined;
-    const src = new ParquetSource(fs, metas, columns, () => (holder as Dataset).#getPool(), options.fetchInDecoder ?? false);
+    const src = new ParquetSource(fs, metas, columns, () => (holder as Dataset).#getPool(), options.fetchInDecoder ?? true);
     try {
       if (first) {
         const ipc = await pool.decode(

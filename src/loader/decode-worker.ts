@@ -1,6 +1,6 @@
 import { move, transferableSymbol, valueSymbol } from 'piscina';
 import type { UnderFileSystem } from '../ufs/types.js';
-import { ufsFromSpec } from './portable-fs.js';
+import { membershipKnown, ufsFromSpec } from './portable-fs.js';
 import { diffReadStats, readStatsOf } from './read-stats.js';
 import { decodeParquet, type FetchedDecode, type ParquetDecodeTask, type Piece } from './decode-parquet.js';
 
@@ -45,6 +45,8 @@ export default async function decode(task: ParquetDecodeTask): Promise<unknown> 
 
 /** This thread's clients, one per spec; they live as long as the thread. */
 const clients = new Map<string, UnderFileSystem>();
+/** Each client's first worker list (a cache client with etcd membership learns it afresh). */
+const ready = new Map<string, Promise<void>>();
 
 async function fetchPieces(
   f: NonNullable<ParquetDecodeTask['fetch']>,
@@ -54,11 +56,13 @@ async function fetchPieces(
   if (!fs) {
     fs = ufsFromSpec(f.fs);
     clients.set(key, fs);
+    ready.set(key, membershipKnown(fs));
   }
+  await ready.get(key);
   const before = readStatsOf(fs);
   const t = performance.now();
   try {
-    const pieces = await Promise.all(f.ranges.map(async (r): Promise<Piece> => ({ offset: r.offset, bytes: await (fs).read(r.url, r.offset, r.length, { etag: r.etag }) })));
+    const pieces = await Promise.all(f.ranges.map(async (r): Promise<Piece> => ({ offset: r.offset, bytes: await fs.read(r.url, r.offset, r.length, { etag: r.etag }) })));
     // The caller's decode deadline starts now.
     new Float64Array(f.done)[0] = Date.now();
     return { pieces, bytes: pieces.reduce((a, p) => a + p.bytes.byteLength, 0), fetchMs: performance.now() - t, stats: diffReadStats(readStatsOf(fs), before) };

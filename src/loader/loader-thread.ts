@@ -6,7 +6,7 @@ import type { EpochPlanInput } from '../shuffle/types.js';
 import type { UnderFileSystem } from '../ufs/types.js';
 import { DecodePool } from './decode-pool.js';
 import { LoaderHints, isHintTarget, type LoaderHintOptions } from './hints.js';
-import { ufsFromSpec, type UfsSpec } from './portable-fs.js';
+import { membershipKnown, ufsFromSpec, type UfsSpec } from './portable-fs.js';
 import { addReadStats, readStatsOf, type DatasetReadStats } from './read-stats.js';
 import { readsInDecoder, sourceFromSpec, type SourceSpec } from './sources.js';
 import { PipelineStream, type PartitionSource } from './stream.js';
@@ -101,28 +101,6 @@ interface DatasetState {
   speculative: Speculative | undefined;
   /** Resolves once `fs` knows its cache workers (or gave up waiting); see `membershipKnown`. */
   ready: Promise<void>;
-}
-
-/** How long a stream waits for its cache client's first worker list before it reads without one. */
-const MEMBERSHIP_WAIT_MS = 5000;
-
-/**
- * A cache client rebuilt here learns its workers afresh (from etcd, asynchronously);
- * reads before that all go to the store. Wait for the first list, but not for ever: if
- * etcd does not answer, the client falls back to the store as it would anyway.
- */
-async function membershipKnown(fs: unknown): Promise<void> {
-  const f = fs as { ready?: () => Promise<void> };
-  if (typeof f.ready !== 'function') return;
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
-    f.ready().catch(() => undefined),
-    new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, MEMBERSHIP_WAIT_MS);
-      timer.unref();
-    }),
-  ]);
-  clearTimeout(timer);
 }
 
 const datasets = new Map<string, DatasetState>();
@@ -293,6 +271,7 @@ function newStream(st: DatasetState, task: StreamTask, signal: AbortSignal): Pip
     signal,
     hints,
     alwaysGather: true,
+    releaseDecoded: true,
   });
 }
 

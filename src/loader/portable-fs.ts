@@ -154,3 +154,25 @@ export function ufsFromSpec(spec: UfsSpec): UnderFileSystem {
     }
   }
 }
+
+/** How long a rebuilt cache client's first reads wait for its first worker list. */
+const MEMBERSHIP_WAIT_MS = 5000;
+
+/**
+ * A cache client rebuilt here learns its workers afresh (from etcd, asynchronously);
+ * reads before that all go to the store. Wait for the first list, but not for ever: if
+ * etcd does not answer, the client falls back to the store as it would anyway.
+ */
+export async function membershipKnown(fs: unknown): Promise<void> {
+  const f = fs as { ready?: () => Promise<void> };
+  if (typeof f.ready !== 'function') return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    f.ready().catch(() => undefined),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, MEMBERSHIP_WAIT_MS);
+      timer.unref();
+    }),
+  ]);
+  clearTimeout(timer);
+}

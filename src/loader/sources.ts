@@ -9,7 +9,7 @@ import { ufsSpecOf, type UfsSpec } from './portable-fs.js';
 import { addReadStats, type DatasetReadStats } from './read-stats.js';
 import { rowGroupFooter, type ParquetFileMeta } from './parquet-footer.js';
 import type { HintRange } from './hints.js';
-import type { PartitionSource } from './stream.js';
+import { ownDecoded, type PartitionSource } from './stream.js';
 import { CompactReader, CompactWriter } from './thrift.js';
 import { schemaFromIpc, schemaToIpc } from './wire.js';
 
@@ -55,7 +55,7 @@ export class ParquetSource implements PartitionSource {
     readonly files: ParquetFileMeta[],
     readonly columns: readonly string[] | undefined,
     readonly pool: () => DecodePool,
-    readonly fetchInDecoder = false,
+    readonly fetchInDecoder = true,
   ) {
     this.remote = fetchInDecoder ? ufsSpecOf(fs) : undefined;
     for (const file of files) {
@@ -137,6 +137,8 @@ export class ParquetSource implements PartitionSource {
       );
     }
     const table = tableFromIPC(ipc);
+    // The IPC bytes came from a decode thread: nothing but these batches refers to them.
+    ownDecoded(ipc.buffer);
     if (table.numRows !== part.rows) {
       throw new CorruptDataError(
         `Row group ${part.rowGroup} of ${part.file.url} decoded to ${table.numRows} rows, its footer says ${part.rows}`,

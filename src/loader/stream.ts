@@ -65,6 +65,43 @@ export interface StreamConfig {
    * loader thread moves batches to the consumer by transferring their buffers).
    */
   alwaysGather?: boolean | undefined;
+  /**
+   * With `alwaysGather`: when a partition is done with, detach the buffers its source
+   * marked as owned (`ownDecoded`), so they are freed at the next minor GC instead of
+   * whenever V8 next runs a full one (a thread that only receives decoded partitions
+   * and allocates little else may go a long while without one).
+   */
+  releaseDecoded?: boolean | undefined;
+}
+
+/** ArrayBuffers that nothing but the decoded partition built on them refers to. */
+const ownedBuffers = new WeakSet<ArrayBuffer>();
+
+/** Mark `buffer` as owned by the partition decoded from it (see `releaseDecoded`). */
+export function ownDecoded(buffer: ArrayBufferLike): void {
+  if (buffer instanceof ArrayBuffer) ownedBuffers.add(buffer);
+}
+
+/**
+ * Detach the owned buffers under `batches`: moving them into a throwaway clone leaves
+ * the partition's views empty and hands the memory to young objects nobody keeps.
+ */
+function releaseOwned(batches: readonly RecordBatch[]): void {
+  const seen = new Set<ArrayBuffer>();
+  const visit = (d: { values?: unknown; valueOffsets?: unknown; nullBitmap?: unknown; typeIds?: unknown; children?: readonly unknown[]; dictionary?: { data?: readonly unknown[] } } | undefined): void => {
+    if (!d) return;
+    for (const v of [d.values, d.valueOffsets, d.nullBitmap, d.typeIds]) {
+      const b = (v as { buffer?: unknown } | undefined)?.buffer;
+      if (b instanceof ArrayBuffer && ownedBuffers.has(b)) seen.add(b);
+    }
+    for (const c of d.children ?? []) visit(c as typeof d);
+    for (const c of d.dictionary?.data ?? []) visit(c as typeof d);
+  };
+  for (const b of batches) visit(b.data);
+  if (seen.size === 0) return;
+  const list = [...seen];
+  for (const b of list) ownedBuffers.delete(b);
+  structuredClone(list, { transfer: list });
 }
 
 /** A decoded partition: its record batches, and the row offset of each within it. */
@@ -232,11 +269,12 @@ export class PipelineStream implements BatchStream {
     this.#slots.set(p, slot);
   }
 
-  #free(p: number): void {
+  #free(p: number, release = false): void {
     const slot = this.#slots.get(p);
     if (!slot) return;
     this.#slots.delete(p);
     this.#resident -= slot.bytes;
+    if (release && this.#cfg.alwaysGather && this.#cfg.releaseDecoded && slot.batches) releaseOwned(slot.batches);
   }
 
   /**
@@ -299,7 +337,7 @@ export class PipelineStream implements BatchStream {
         const ta = performance.now();
         const batch = assembleBatch(this.#src.schema, (p) => this.#slots.get(p) as DecodedPartition, rows.partitions, rows.rows, this.#cfg.alwaysGather ?? false);
         this.#stats.assembleMs += performance.now() - ta;
-        for (const p of parts) if (plan.lastUse(p) <= i) this.#free(p);
+        for (const p of parts) if (plan.lastUse(p) <= i) this.#free(p, true);
         this.#stats.batches++;
         this.#stats.rows += batch.numRows;
         this.#batchesDone = i + 1;
@@ -319,7 +357,7 @@ export class PipelineStream implements BatchStream {
     this.#cfg.hints?.close();
     this.#ac.abort(new DOMException('The batch stream ended', 'AbortError'));
     this.#queue.clear();
-    for (const p of [...this.#slots.keys()]) this.#free(p);
+    for (const p of [...this.#slots.keys()]) this.#free(p, true);
     this.#cfg.onEnd?.();
   }
 }
