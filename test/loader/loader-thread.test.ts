@@ -485,6 +485,17 @@ describe('loader thread: reads in the decode threads (fetchInDecoder)', () => {
     }
   });
 
+  it('takes true, false or auto, and rejects anything else with a coded error', async () => {
+    for (const fetchInDecoder of [true, false, 'auto'] as const) {
+      const ds = track(await Dataset.parquet(pq, { fs, decodeThreads: 1, fetchInDecoder }));
+      expect((await collect(ds.batches({ batchSize: 100 }))).reduce((a, b) => a + b.numRows, 0)).toBe(PQ_ROWS);
+      await closeAll(ds);
+    }
+    const err = await failure(Dataset.parquet(pq, { fs, fetchInDecoder: 'yes' as unknown as boolean }));
+    expect(err).toMatchObject({ code: 'GRANARY_ERR_INVALID_ARGUMENT' });
+    expect((err as Error).message).toContain('fetchInDecoder');
+  });
+
   it('rejects with GRANARY_ERR_NOT_FOUND naming a file deleted after the dataset was opened, stream after stream', async () => {
     for (const fetchInDecoder of [true, false]) {
       const sub = join(dir, `gone-${String(fetchInDecoder)}`);
