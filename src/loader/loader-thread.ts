@@ -271,7 +271,9 @@ function newStream(st: DatasetState, task: StreamTask, signal: AbortSignal): Pip
     signal,
     hints,
     alwaysGather: true,
-    releaseDecoded: true,
+    // Needed only when the decode threads read: this thread then allocates almost
+    // nothing and V8 would hold dead row groups until a rare full GC.
+    releaseDecoded: readsInDecoder(src),
   });
 }
 
