@@ -11,7 +11,7 @@ import { describeParquet, readParquetFooter, schemaOnlyFooter } from './parquet-
 import { LoaderHints, isHintTarget, type LoaderHintOptions } from './hints.js';
 import { ArrowSource, FilesSource, ParquetSource, checkColumns, pickSchema, readsInDecoder, sourceSpec } from './sources.js';
 import { ufsSpecOf } from './portable-fs.js';
-import { addReadStats, readStatsOf, type DatasetReadStats } from './read-stats.js';
+import { addReadStats, sourceReadStats, type DatasetReadStats } from './read-stats.js';
 import { PipelineStream, type BatchStream, type LoaderState, type PartitionSource } from './stream.js';
 import { LoaderThread } from './thread-stream.js';
 
@@ -228,9 +228,9 @@ export class Dataset {
     const threads = options.decodeThreads;
     const shared = options.pool;
     const fetchInDecoder = resolveFetchInDecoder(options.fetchInDecoder, shared?.threads ?? threads);
-    const pool = shared ?? new DecodePool({ threads, threadsRead: fetchInDecoder && ufsSpecOf(fs) !== undefined });
     let holder: Dataset | undefined = undefined;
     const src = new ParquetSource(fs, metas, columns, () => (holder as Dataset).#getPool(), fetchInDecoder);
+    const pool = shared ?? new DecodePool({ threads, threadsRead: readsInDecoder(src) });
     try {
       if (first) {
         const ipc = await pool.decode(
@@ -413,9 +413,7 @@ export class Dataset {
    * every read when streams run on this thread) plus the loader thread's copy of it.
    */
   async readStats(): Promise<DatasetReadStats> {
-    let own = readStatsOf(this.#source.fs);
-    const remote = (this.#source as { remoteStats?: DatasetReadStats }).remoteStats;
-    if (remote) own = addReadStats(own, remote);
+    const own = sourceReadStats(this.#source);
     const thread = this.#thread ? await this.#thread.readStats() : undefined;
     return thread ? addReadStats(own, thread) : own;
   }

@@ -7,7 +7,7 @@ import type { UnderFileSystem } from '../ufs/types.js';
 import { DecodePool } from './decode-pool.js';
 import { LoaderHints, isHintTarget, type LoaderHintOptions } from './hints.js';
 import { membershipKnown, ufsFromSpec, type UfsSpec } from './portable-fs.js';
-import { addReadStats, readStatsOf, type DatasetReadStats } from './read-stats.js';
+import { sourceReadStats } from './read-stats.js';
 import { readsInDecoder, sourceFromSpec, type SourceSpec } from './sources.js';
 import { PipelineStream, type PartitionSource } from './stream.js';
 import { ipcBatches, packBatches, packable, type WireBatches } from './wire.js';
@@ -349,9 +349,7 @@ export default async function task(t: StreamTask | CloseTask | StatsTask): Promi
   if (t.op === 'close') return closeDataset(t.dataset);
   if (t.op === 'stats') {
     const st = datasets.get(t.dataset);
-    if (!st) return undefined;
-    const remote = (st.source as { remoteStats?: DatasetReadStats }).remoteStats;
-    return remote ? addReadStats(readStatsOf(st.fs), remote) : readStatsOf(st.fs);
+    return st ? sourceReadStats(st.source) : undefined;
   }
   return runStream(t);
 }

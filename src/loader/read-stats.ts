@@ -51,3 +51,9 @@ export function diffReadStats(after: DatasetReadStats, before: DatasetReadStats)
   if (after.cache) out.cache = sub(after.cache, before.cache);
   return out;
 }
+
+/** What a pipeline's reads did: its `fs`, plus the decode threads' own clients when they read (`remoteStats`). */
+export function sourceReadStats(source: { fs?: unknown; remoteStats?: DatasetReadStats | undefined }): DatasetReadStats {
+  const own = readStatsOf(source.fs);
+  return source.remoteStats ? addReadStats(own, source.remoteStats) : own;
+}
