@@ -87,12 +87,13 @@ interface WorkerProcess {
 /** A cache worker in its own process: this file with `--worker-child <options JSON>` (works bundled, too). */
 async function workerChild(json: string): Promise<void> {
   const w = await startWorker(JSON.parse(json) as WorkerOptions);
-  process.stdout.write(`${JSON.stringify({ url: w.url })}\n`);
   const stop = (): void => {
     void w.close().then(() => process.exit(0));
   };
+  // Before the ready line: a signal sent as soon as the parent reads it must find the handler.
   process.on('SIGTERM', stop);
   process.on('disconnect', stop);
+  process.stdout.write(`${JSON.stringify({ url: w.url })}\n`);
 }
 
 async function spawnWorker(options: WorkerOptions): Promise<WorkerProcess> {

@@ -24,6 +24,9 @@ const server = new S3rver({
   configureBuckets: (JSON.parse(process.env.GRANARY_STORE_BUCKETS ?? '[]') as string[]).map((name) => ({ name })),
 });
 
+process.on('SIGTERM', () => process.exit(0));
+process.on('disconnect', () => process.exit(0));
+
 try {
   const { port } = await server.run();
   const profile = JSON.parse(process.env.GRANARY_STORE_PROFILE ?? '{}') as FaultProfile;
@@ -33,5 +36,3 @@ try {
   process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 }
-process.on('SIGTERM', () => process.exit(0));
-process.on('disconnect', () => process.exit(0));

@@ -41,12 +41,12 @@ const server = new S3rver({
   directory: process.env.S3RVER_DIR,
   configureBuckets: JSON.parse(process.env.S3RVER_BUCKETS).map((name) => ({ name })),
 });
+process.on('SIGTERM', () => process.exit(0));
+process.on('disconnect', () => process.exit(0));
 server.run().then(
   (addr) => { process.stdout.write('S3RVER_PORT=' + addr.port + '\\n'); },
   (err) => { process.stderr.write(String(err && err.stack || err) + '\\n'); process.exit(1); },
 );
-process.on('SIGTERM', () => process.exit(0));
-process.on('disconnect', () => process.exit(0));
 `;
 
 export async function startS3rver(options: StartS3rverOptions = {}): Promise<S3rverHandle> {
