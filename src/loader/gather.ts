@@ -68,6 +68,50 @@ function gatherFixed(type: DataType, srcs: AnyData[], s: Int32Array, r: Int32Arr
   return makeData({ type, length: s.length, ...validityProps(gatherValidity(srcs, s, r)), data: values } as never) as AnyData;
 }
 
+/**
+ * Copy rows of `w` (3..WORD_LOOP_MAX) 32-bit words, `out` row k = row r[k] of views[s[k]].
+ * Four rows per step, two words of each per inner iteration: the loads of four random
+ * rows are independent, so their cache and TLB misses overlap, and the loop's own
+ * overhead is paid once per eight words. For 64-byte rows drawn at random from four
+ * 65,536-row groups this takes ~50-60 ns per row against ~100-125 ns one row and one
+ * word at a time (measured on the 2-core development machine, see docs/BENCHMARKS.md).
+ */
+function copyRowsByWords(out: Int32Array, views: Int32Array[], s: Int32Array, r: Int32Array, w: number): void {
+  const n = s.length;
+  let k = 0;
+  if (w % 2 === 0) {
+    const w2 = 2 * w;
+    const w3 = 3 * w;
+    for (; k + 3 < n; k += 4) {
+      const a = views[s[k] as number] as Int32Array;
+      const b = views[s[k + 1] as number] as Int32Array;
+      const c = views[s[k + 2] as number] as Int32Array;
+      const d = views[s[k + 3] as number] as Int32Array;
+      const fa = (r[k] as number) * w;
+      const fb = (r[k + 1] as number) * w;
+      const fc = (r[k + 2] as number) * w;
+      const fd = (r[k + 3] as number) * w;
+      const t = k * w;
+      for (let j = 0; j < w; j += 2) {
+        out[t + j] = a[fa + j] as number;
+        out[t + w + j] = b[fb + j] as number;
+        out[t + w2 + j] = c[fc + j] as number;
+        out[t + w3 + j] = d[fd + j] as number;
+        out[t + j + 1] = a[fa + j + 1] as number;
+        out[t + w + j + 1] = b[fb + j + 1] as number;
+        out[t + w2 + j + 1] = c[fc + j + 1] as number;
+        out[t + w3 + j + 1] = d[fd + j + 1] as number;
+      }
+    }
+  }
+  for (; k < n; k++) {
+    const v = views[s[k] as number] as Int32Array;
+    const from = (r[k] as number) * w;
+    const to = k * w;
+    for (let j = 0; j < w; j++) out[to + j] = v[from + j] as number;
+  }
+}
+
 /** The values of rows (srcs[s[k]], r[k]), each `stride` elements of the sources' value arrays. */
 function gatherFixedValues(srcs: AnyData[], s: Int32Array, r: Int32Array, stride: number): Typed {
   const first = srcs[0] as AnyData;
@@ -94,12 +138,7 @@ function gatherFixedValues(srcs: AnyData[], s: Int32Array, r: Int32Array, stride
         out[2 * k + 1] = v[from + 1] as number;
       }
     } else if (w <= WORD_LOOP_MAX) {
-      for (let k = 0; k < n; k++) {
-        const v = views[s[k] as number] as Int32Array;
-        const from = (r[k] as number) * w;
-        const to = k * w;
-        for (let j = 0; j < w; j++) out[to + j] = v[from + j] as number;
-      }
+      copyRowsByWords(out, views, s, r, w);
     } else {
       for (let k = 0; k < n; k++) {
         const from = (r[k] as number) * w;

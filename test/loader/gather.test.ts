@@ -1,4 +1,4 @@
-import { Bool, Field, FixedSizeList, Float32, Int32, List, RecordBatch, Schema, Struct, Utf8, makeData, vectorFromArray } from 'apache-arrow';
+import { Bool, Field, FixedSizeBinary, FixedSizeList, Float32, Int32, List, RecordBatch, Schema, Struct, Utf8, makeData, vectorFromArray } from 'apache-arrow';
 import type { Data } from 'apache-arrow';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -41,6 +41,37 @@ describe('gatherBatch', () => {
         expect(out.toArray().map((row) => json(row.toJSON()))).toEqual(want);
       }),
       { numRuns: 80 },
+    );
+  });
+
+  it('copies fixed-width rows of every width the word copies special-case, in any count, equal to reading them one by one', () => {
+    // Widths in bytes: 7 (bytes), 4 and 8 (one and two words), 12 and 68 (odd word counts),
+    // 24, 64 and 128 (even: four rows at a time), 132 (wider than the word loop).
+    const widths = [7, 4, 8, 12, 68, 24, 64, 128, 132];
+    const fixedBatch = (seed: number, n: number): RecordBatch => {
+      const cols = widths.map((w) =>
+        vectorFromArray(
+          Array.from({ length: n }, (_, i) => Uint8Array.from({ length: w }, (_, j) => (seed * 7919 + i * 131 + j * 17) & 0xff)),
+          new FixedSizeBinary(w),
+        ).data[0] as Data,
+      );
+      const fields = widths.map((w, j) => new Field(`b${w}`, (cols[j] as Data).type, false));
+      return new RecordBatch(new Schema(fields), makeData({ type: new Struct(fields), length: n, nullCount: 0, children: cols }));
+    };
+    const sources = [fixedBatch(1, 41), fixedBatch(2, 57).slice(5, 40), fixedBatch(3, 9)];
+    fc.assert(
+      fc.property(fc.array(fc.nat(), { minLength: 1, maxLength: 70 }), (picks) => {
+        const s = new Int32Array(picks.length);
+        const r = new Int32Array(picks.length);
+        picks.forEach((x, k) => {
+          s[k] = x % sources.length;
+          r[k] = Math.floor(x / sources.length) % (sources[s[k]] as RecordBatch).numRows;
+        });
+        const out = gatherBatch((sources[0] as RecordBatch).schema, sources, s, r);
+        const want = picks.map((_, k) => json((sources[s[k] as number] as RecordBatch).get(r[k] as number)?.toJSON()));
+        expect(out.toArray().map((row) => json(row.toJSON()))).toEqual(want);
+      }),
+      { numRuns: 100 },
     );
   });
 });
