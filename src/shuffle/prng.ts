@@ -44,37 +44,41 @@ const TWO_32 = 0x1_0000_0000;
 
 /** xoshiro128** 1.1: 128-bit state, 32-bit outputs, period 2^128 − 1. */
 export class Xoshiro128 {
-  #s0: number;
-  #s1: number;
-  #s2: number;
-  #s3: number;
+  /**
+   * The four state words as int32 bits. A typed array, not four number fields: values of
+   * 2^30 and up do not fit V8's small integers, so fields would hold boxed doubles and
+   * every step would cost ~25 ns instead of ~3 (same output either way).
+   */
+  readonly #s = new Int32Array(4);
 
   /** The four 32-bit state words; they must not all be zero. */
   constructor(s0: number, s1: number, s2: number, s3: number) {
-    this.#s0 = s0 >>> 0;
-    this.#s1 = s1 >>> 0;
-    this.#s2 = s2 >>> 0;
-    this.#s3 = s3 >>> 0;
-    if ((this.#s0 | this.#s1 | this.#s2 | this.#s3) === 0) {
+    const s = this.#s;
+    s[0] = s0;
+    s[1] = s1;
+    s[2] = s2;
+    s[3] = s3;
+    if ((s[0] | s[1] | s[2] | s[3]) === 0) {
       throw new InvalidArgumentError('xoshiro128** state must not be all zero');
     }
   }
 
   /** A uniformly distributed integer in [0, 2^32). */
   nextUint32(): number {
-    const s1 = this.#s1;
-    const result = Math.imul(rotl(Math.imul(s1, 5) >>> 0, 7), 9) >>> 0;
-    const t = (s1 << 9) >>> 0;
-    this.#s2 = (this.#s2 ^ this.#s0) >>> 0;
-    this.#s3 = (this.#s3 ^ s1) >>> 0;
-    this.#s1 = (s1 ^ this.#s2) >>> 0;
-    this.#s0 = (this.#s0 ^ this.#s3) >>> 0;
-    this.#s2 = (this.#s2 ^ t) >>> 0;
-    this.#s3 = rotl(this.#s3, 11);
+    const s = this.#s;
+    const s0 = s[0] as number;
+    const s1 = s[1] as number;
+    const result = Math.imul(rotl(Math.imul(s1, 5), 7), 9) >>> 0;
+    const t = s1 << 9;
+    const s2 = (s[2] as number) ^ s0;
+    const s3 = (s[3] as number) ^ s1;
+    s[1] = s1 ^ s2;
+    s[0] = s0 ^ s3;
+    s[2] = s2 ^ t;
+    s[3] = rotl(s3, 11);
     return result;
   }
 
-  /** A uniformly distributed float in [0, 1) with 53 random bits. */
   nextFloat(): number {
     const hi = this.nextUint32() >>> 5; // 27 bits
     const lo = this.nextUint32() >>> 6; // 26 bits
@@ -89,9 +93,16 @@ export class Xoshiro128 {
     if (!(Number.isInteger(n) && n >= 1 && n <= TWO_32)) {
       throw new InvalidArgumentError(`nextInt bound must be an integer in [1, 2^32], got ${n}`);
     }
-    const limit = TWO_32 - (TWO_32 % n);
+    // Rejection sampling: r is kept when r < limit = 2^32 - (2^32 mod n). Since 2^32 mod n
+    // < n, every r < 2^32 - n is kept without computing the limit, and for n < 2^31 the
+    // remainder is an integer one (a double fmod otherwise). The same draws and results
+    // as the plain form, several times faster in a shuffle's loop.
+    const m = n >>> 0;
+    const sure = TWO_32 - n;
     for (;;) {
       const r = this.nextUint32();
+      if (r < sure) return n < 0x8000_0000 ? (r % m) >>> 0 : r % n;
+      const limit = TWO_32 - (TWO_32 % n);
       if (r < limit) return r % n;
     }
   }

@@ -33,6 +33,18 @@ describe('prng', () => {
     `);
   });
 
+  it('pins nextInt across bounds, including the ones at and above 2^31 and 2^32 itself, so orders never change across releases', () => {
+    // Values from the first implementation (state in number fields, one double remainder per
+    // draw); the faster one must draw and reject exactly the same way.
+    const rng = randomFor(9, 1, 3);
+    const out: number[] = [];
+    for (const n of [7, 1_000_003, 2 ** 31 - 1, 2 ** 31, 2 ** 31 + 1, 3 * 2 ** 30, 2 ** 32 - 1, 2 ** 32]) for (let k = 0; k < 3; k++) out.push(rng.nextInt(n));
+    expect(out).toEqual([
+      4, 4, 2, 459756, 574268, 397062, 1802408085, 876540174, 688778404, 263326161, 1132100217, 1613641032, 1269270187, 695882463,
+      496075065, 135407863, 521476134, 493180696, 2452792416, 2726379979, 1226915899, 1356767706, 4023470776, 3008038764,
+    ]);
+  });
+
   it('gives different streams for different seeds, epochs and stream numbers', () => {
     const head = (seed: number, epoch: number, stream: number): number[] => {
       const rng = randomFor(seed, epoch, stream);
