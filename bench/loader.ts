@@ -14,6 +14,7 @@
  *
  *   npx tsx bench/loader.ts [--rows 1000000] [--runs 7] [--stall-runs 3] [--batch-size 1024]
  *                           [--step-factor 1.2] [--rss-gib 1,4] [--skip-rss] [--quick]
+ *                           [--fetch-in-decoder auto|on|off] (where the warm-cache dataset reads)
  *
  * Prints markdown tables and writes bench/results/loader.json and bench/results/loader.md.
  * Generated data lives in a temp dir that is removed at the end.
@@ -51,6 +52,7 @@ const { values: args } = parseArgs({
     'rss-child': { type: 'string' },
     'prefetch-bytes-mib': { type: 'string', default: '128' },
     'embedding-bytes': { type: 'string', default: '64' },
+    'fetch-in-decoder': { type: 'string', default: 'auto' },
   },
 });
 
@@ -64,6 +66,9 @@ const RSS_GIB = (args['rss-gib'] ?? (QUICK ? '0.25,1' : '1,4')).split(',').map(N
 const RSS_RUNS = Number(args['rss-runs'] ?? (QUICK ? 1 : 3));
 const PREFETCH_BYTES = Math.round(Number(args['prefetch-bytes-mib']) * MiB);
 const SEED = 7;
+/** Where the warm-cache dataset reads: `fetchInDecoder` for it ('auto', 'on' or 'off'). */
+const FETCH_IN_DECODER = ({ auto: 'auto', on: true, off: false } as const)[args['fetch-in-decoder'] as 'auto' | 'on' | 'off'];
+if (FETCH_IN_DECODER === undefined) throw new Error(`Expected --fetch-in-decoder to be auto, on or off, got ${args['fetch-in-decoder']}`);
 const COLUMNS = ['id', 'label', 'score', 'embedding'];
 /** Width of the `embedding` column in the throughput and stall dataset: most of each row's bytes. */
 const EMBEDDING_BYTES = Number(args['embedding-bytes']);
@@ -336,7 +341,7 @@ async function main(): Promise<void> {
     cleanup.push(() => pool.close());
     const dsMem = await Dataset.parquet(prefixA, { fs: mem, columns: COLUMNS, pool });
     // The default: fetch, decode and assembly in the dataset's loader thread.
-    const dsCache = await Dataset.parquet(prefixA, { fs: client, columns: COLUMNS, pool });
+    const dsCache = await Dataset.parquet(prefixA, { fs: client, columns: COLUMNS, pool, fetchInDecoder: FETCH_IN_DECODER });
     // The same pipeline on the main thread (loaderThread: false): the comparison, and the naive loader.
     const dsCacheMain = await Dataset.parquet(prefixA, { fs: client, columns: COLUMNS, pool, loaderThread: false });
     if (!dsCache.loaderThread || dsCacheMain.loaderThread) throw new Error('expected the cache dataset in a loader thread and the other on the main thread');
