@@ -24,22 +24,28 @@ function batch(base: number, n: number): RecordBatch {
 
 const json = (v: unknown): unknown => JSON.parse(JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? String(x) : x))) as unknown;
 
+/**
+ * Gather the picked rows of `sources` (pick x: source x % sources.length, a row from the
+ * rest) and expect them equal to reading the same rows one by one.
+ */
+function expectGatheredAsRead(sources: RecordBatch[], picks: number[]): void {
+  const s = new Int32Array(picks.length);
+  const r = new Int32Array(picks.length);
+  picks.forEach((x, k) => {
+    const src = x % sources.length;
+    s[k] = src;
+    r[k] = Math.floor(x / sources.length) % (sources[src] as RecordBatch).numRows;
+  });
+  const out = gatherBatch((sources[0] as RecordBatch).schema, sources, s, r);
+  const want = picks.map((_, k) => json((sources[s[k] as number] as RecordBatch).get(r[k] as number)?.toJSON()));
+  expect(out.toArray().map((row) => json(row.toJSON()))).toEqual(want);
+}
+
 describe('gatherBatch', () => {
   it('gathers any rows of several sources, slices included, equal to reading them one by one', () => {
     const sources = [batch(0, 37), batch(1000, 50).slice(7, 30), batch(5000, 64)];
     fc.assert(
-      fc.property(fc.array(fc.nat(), { minLength: 1, maxLength: 80 }), (picks) => {
-        const s = new Int32Array(picks.length);
-        const r = new Int32Array(picks.length);
-        picks.forEach((x, k) => {
-          const src = x % sources.length;
-          s[k] = src;
-          r[k] = Math.floor(x / sources.length) % (sources[src] as RecordBatch).numRows;
-        });
-        const out = gatherBatch((sources[0] as RecordBatch).schema, sources, s, r);
-        const want = picks.map((_, k) => json((sources[s[k] as number] as RecordBatch).get(r[k] as number)?.toJSON()));
-        expect(out.toArray().map((row) => json(row.toJSON()))).toEqual(want);
-      }),
+      fc.property(fc.array(fc.nat(), { minLength: 1, maxLength: 80 }), (picks) => expectGatheredAsRead(sources, picks)),
       { numRuns: 80 },
     );
   });
@@ -60,17 +66,7 @@ describe('gatherBatch', () => {
     };
     const sources = [fixedBatch(1, 41), fixedBatch(2, 57).slice(5, 40), fixedBatch(3, 9)];
     fc.assert(
-      fc.property(fc.array(fc.nat(), { minLength: 1, maxLength: 70 }), (picks) => {
-        const s = new Int32Array(picks.length);
-        const r = new Int32Array(picks.length);
-        picks.forEach((x, k) => {
-          s[k] = x % sources.length;
-          r[k] = Math.floor(x / sources.length) % (sources[s[k]] as RecordBatch).numRows;
-        });
-        const out = gatherBatch((sources[0] as RecordBatch).schema, sources, s, r);
-        const want = picks.map((_, k) => json((sources[s[k] as number] as RecordBatch).get(r[k] as number)?.toJSON()));
-        expect(out.toArray().map((row) => json(row.toJSON()))).toEqual(want);
-      }),
+      fc.property(fc.array(fc.nat(), { minLength: 1, maxLength: 70 }), (picks) => expectGatheredAsRead(sources, picks)),
       { numRuns: 100 },
     );
   });
