@@ -79,6 +79,7 @@ export class Xoshiro128 {
     return result;
   }
 
+  /** A uniformly distributed float in [0, 1) with 53 random bits. */
   nextFloat(): number {
     const hi = this.nextUint32() >>> 5; // 27 bits
     const lo = this.nextUint32() >>> 6; // 26 bits
@@ -94,14 +95,14 @@ export class Xoshiro128 {
       throw new InvalidArgumentError(`nextInt bound must be an integer in [1, 2^32], got ${n}`);
     }
     // Rejection sampling: r is kept when r < limit = 2^32 - (2^32 mod n). Since 2^32 mod n
-    // < n, every r < 2^32 - n is kept without computing the limit, and for n < 2^31 the
-    // remainder is an integer one (a double fmod otherwise). The same draws and results
-    // as the plain form, several times faster in a shuffle's loop.
+    // < n, every r < 2^32 - n is kept without computing the limit, and as both operands
+    // are then uint32 the remainder is an integer one (a double fmod otherwise). The same
+    // draws and results as the plain form, several times faster in a shuffle's loop.
     const m = n >>> 0;
     const sure = TWO_32 - n;
     for (;;) {
       const r = this.nextUint32();
-      if (r < sure) return n < 0x8000_0000 ? (r % m) >>> 0 : r % n;
+      if (r < sure) return (r % m) >>> 0;
       const limit = TWO_32 - (TWO_32 % n);
       if (r < limit) return r % n;
     }
