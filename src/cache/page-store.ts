@@ -441,7 +441,11 @@ export class PageStore implements AsyncDisposable {
     });
   }
 
-  /** Read and verify a page file; `undefined` (and the page dropped) when it is bad or gone. */
+  /**
+   * Read and verify a page file; `undefined` when it is bad or gone, and then the page is
+   * dropped and its file removed before this resolves: a caller that saw the miss never
+   * finds the bad file still there.
+   */
   async #readDiskPage(key: PageKey, entry: DiskEntry, signal: AbortSignal | undefined): Promise<Uint8Array | undefined> {
     const file = this.#pagePath(entry.name);
     let buf: Buffer;
@@ -454,14 +458,14 @@ export class PageStore implements AsyncDisposable {
         this.#counters.diskErrors++;
         if (diskErrorChannel.hasSubscribers) diskErrorChannel.publish({ key, file, op: 'read', error });
       }
-      if (this.#disk.get(key) === entry) void this.#drop(key);
+      if (this.#disk.get(key) === entry) await this.#drop(key);
       return undefined;
     }
     const data = decodePageFile(buf, key, this.pageSize);
     if (typeof data === 'string') {
       this.#counters.corruptPages++;
       if (corruptChannel.hasSubscribers) corruptChannel.publish({ key, file, reason: data });
-      if (this.#disk.get(key) === entry) void this.#drop(key);
+      if (this.#disk.get(key) === entry) await this.#drop(key);
       return undefined;
     }
     return data;
