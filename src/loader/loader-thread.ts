@@ -72,13 +72,16 @@ export interface PartMeta {
 
 /**
  * What the consumer's thread receives: one assembled batch (packed, or `ipc`, shuffled
- * modes), decoded partitions (`parts` with `w` or `ipc`, mode 'none'), the end, or an error.
+ * modes), decoded partitions (`parts` with `w` or `ipc`, mode 'none': the partitions'
+ * record batches, then one batch for each index in `ready`, gathered here because the
+ * consumer cannot slice it; with `ipc` each of those is a stream of its own, `readyIpc`,
+ * as a gathered dictionary column has a dictionary of its own), the end, or an error.
  */
 export type StreamMessage =
   | WireBatches
   | { parts?: undefined; ipc: Uint8Array }
-  | { parts: PartMeta[]; w: WireBatches }
-  | { parts: PartMeta[]; ipc: Uint8Array }
+  | { parts: PartMeta[]; ready: number[]; w: WireBatches }
+  | { parts: PartMeta[]; ready: number[]; ipc: Uint8Array; readyIpc: Uint8Array[] }
   | { end: true }
   | { error: { name: string; code?: string; message: string; url?: string } };
 
@@ -197,19 +200,25 @@ async function runStream(task: StreamTask): Promise<void> {
     if (task.input.mode === 'none') {
       // Batches are runs of consecutive rows: hand the decoded partitions over whole (by
       // transfer, no copy) and let the consumer slice them, which costs it microseconds.
+      // The few batches that are not one slice (those spanning two partitions) come
+      // gathered, so the consumer's thread never allocates their buffers: with a decoded
+      // row group of 32 MiB or more just received, its first allocation of fresh memory
+      // made V8 run two minor GCs there and then, inside next().
       for await (const d of stream.partitions()) {
         // Counters first: the consumer may take the message, finish and read stats() at once.
         report();
-        if (d.fresh.length > 0) {
+        if (d.fresh.length > 0 || d.assembled.length > 0) {
           const t = performance.now();
           const parts = d.fresh.map((f) => ({ p: f.partition, n: f.decoded.batches.length, starts: f.decoded.starts }));
-          const all = d.fresh.flatMap((f) => f.decoded.batches);
+          const decoded = d.fresh.flatMap((f) => f.decoded.batches);
+          const ready = d.assembled.map((a) => a.batch);
           if (fast) {
-            const w = packBatches(all);
-            port.postMessage({ parts, w } satisfies StreamMessage, w);
+            const w = packBatches([...decoded, ...d.assembled.map((a) => a.rb)]);
+            port.postMessage({ parts, ready, w } satisfies StreamMessage, w);
           } else {
-            const ipc = ipcBatches(all);
-            port.postMessage({ parts, ipc } satisfies StreamMessage, [ipc.buffer as ArrayBuffer]);
+            const ipc = ipcBatches(decoded);
+            const readyIpc = d.assembled.map((a) => ipcBatches([a.rb]));
+            port.postMessage({ parts, ready, ipc, readyIpc } satisfies StreamMessage, [ipc, ...readyIpc].map((x) => x.buffer as ArrayBuffer));
           }
           packMs += performance.now() - t;
         }

@@ -110,10 +110,28 @@ export interface DecodedPartition {
   starts: number[];
 }
 
-/** What `PipelineStream.partitions()` yields per batch: the partitions it needs that were not handed out before. */
+/**
+ * What `PipelineStream.partitions()` yields per batch: the partitions it needs that were
+ * not handed out before, and, already gathered, every batch that is not one run of one
+ * decoded batch (`runSlice`) and whose last partition is among them.
+ */
 export interface PartitionDelivery {
   batch: number;
   fresh: { partition: number; decoded: DecodedPartition }[];
+  assembled: { batch: number; rb: RecordBatch }[];
+}
+
+/**
+ * Where batch `run` lies in `part` when it is one contiguous run inside one of its decoded
+ * batches (so the batch is a zero-copy slice of it), else undefined.
+ */
+export function runSlice(part: DecodedPartition, run: { row: number; count: number }): { src: RecordBatch; at: number } | undefined {
+  const { starts } = part;
+  let b = starts.length - 1;
+  while (b > 0 && (starts[b] as number) > run.row) b--;
+  const src = part.batches[b] as RecordBatch;
+  const at = run.row - (starts[b] as number);
+  return at + run.count <= src.numRows ? { src, at } : undefined;
 }
 
 /** One epoch's batches for one rank: what `ds.batches()` returns. */
@@ -280,8 +298,11 @@ export class PipelineStream implements BatchStream {
   /**
    * The same pipeline, but instead of assembling batch `i`, hand out the decoded
    * partitions it needs that were not handed out yet (once each, in first-use order);
-   * the caller assembles (see `assembleBatch`). After a partition is handed out the
-   * stream no longer reads it.
+   * the caller slices its batches out of them. Batches that are not a slice of one
+   * decoded batch (a run across two partitions, across two decoded batches, or not a run)
+   * are gathered here, from the partition's rows cut out before it is handed out, and come
+   * with the delivery of their last partition. After a partition is handed out the stream
+   * no longer reads it.
    */
   partitions(): AsyncIterable<PartitionDelivery> {
     if (this.#started) throw new InternalError('A batch stream can be iterated only once; call ds.batches() again');
@@ -294,6 +315,8 @@ export class PipelineStream implements BatchStream {
   async *#run(deliver = false): AsyncGenerator<RecordBatch | PartitionDelivery> {
     const { plan } = this.#cfg;
     const delivered = new Set<number>();
+    /** Deliver mode: batch -> (partition -> its rows of the batch, gathered), until every partition of the batch gave its piece. */
+    const pending = new Map<number, Map<number, RecordBatch>>();
     const signal = this.#ac.signal;
     this.#t0 = performance.now();
     try {
@@ -320,18 +343,23 @@ export class PipelineStream implements BatchStream {
         if (waited) this.#stats.stallMs += performance.now() - tw;
         if (deliver) {
           const fresh: PartitionDelivery['fresh'] = [];
+          const assembled: PartitionDelivery['assembled'] = [];
+          const ta = performance.now();
           for (const p of parts) {
             if (delivered.has(p)) continue;
             delivered.add(p);
             const slot = this.#slots.get(p) as Slot;
-            fresh.push({ partition: p, decoded: { batches: slot.batches as RecordBatch[], starts: slot.starts as number[] } });
+            const decoded = { batches: slot.batches as RecordBatch[], starts: slot.starts as number[] };
+            fresh.push({ partition: p, decoded });
+            this.#cutPieces(p, decoded, i, pending, assembled);
           }
+          this.#stats.assembleMs += performance.now() - ta;
           for (const p of parts) if (plan.lastUse(p) <= i) this.#free(p);
           this.#stats.batches++;
           this.#stats.rows += rows.partitions.length;
           this.#batchesDone = i + 1;
           this.#schedule(i + 1);
-          yield { batch: i, fresh };
+          yield { batch: i, fresh, assembled };
           continue;
         }
         const ta = performance.now();
@@ -348,6 +376,40 @@ export class PipelineStream implements BatchStream {
     } finally {
       this.#t1 = performance.now();
       this.#end();
+    }
+  }
+
+  /**
+   * Deliver mode, partition `p` about to be handed out at batch `from` (its first use): for
+   * each batch from there to its last use that the consumer cannot slice out of it, gather
+   * p's rows of that batch now; a batch whose every partition has given its rows is joined
+   * and added to `out`.
+   */
+  #cutPieces(p: number, decoded: DecodedPartition, from: number, pending: Map<number, Map<number, RecordBatch>>, out: PartitionDelivery['assembled']): void {
+    const { plan } = this.#cfg;
+    const { schema } = this.#src;
+    const last = plan.lastUse(p);
+    for (let j = from; j <= last; j++) {
+      const run = plan.run?.(j);
+      if (run && (run.partition !== p || runSlice(decoded, run))) continue;
+      const rows = plan.batch(j);
+      const ps = distinctInOrder(rows.partitions);
+      if (!ps.includes(p)) continue;
+      if (ps.length === 1) {
+        out.push({ batch: j, rb: assembleBatch(schema, () => decoded, rows.partitions, rows.rows, true) });
+        continue;
+      }
+      let n = 0;
+      for (let k = 0; k < rows.partitions.length; k++) if (rows.partitions[k] === p) n++;
+      const pr = new Int32Array(n).fill(p);
+      const rr = new Int32Array(n);
+      for (let k = 0, at = 0; k < rows.partitions.length; k++) if (rows.partitions[k] === p) rr[at++] = rows.rows[k] as number;
+      let got = pending.get(j);
+      if (!got) pending.set(j, (got = new Map<number, RecordBatch>()));
+      got.set(p, assembleBatch(schema, () => decoded, pr, rr, true));
+      if (got.size < ps.length) continue;
+      pending.delete(j);
+      out.push({ batch: j, rb: joinPieces(schema, ps, got, rows.partitions) });
     }
   }
 
@@ -415,6 +477,27 @@ export function assembleBatch(schema: Schema, slotOf: (p: number) => DecodedPart
     if (contiguous) return (src[0] as RecordBatch).slice(r[0], (r[0] as number) + n);
   }
   return gatherBatch(schema, src, s, r);
+}
+
+/** Batch rows from per-partition pieces (each holding its partition's rows of the batch, in batch order). */
+function joinPieces(schema: Schema, ps: readonly number[], pieces: Map<number, RecordBatch>, partitions: Int32Array): RecordBatch {
+  const n = partitions.length;
+  const s = new Int32Array(n);
+  const r = new Int32Array(n);
+  const next = new Int32Array(ps.length);
+  let lastP = -1;
+  let x = 0;
+  for (let k = 0; k < n; k++) {
+    const p = partitions[k] as number;
+    if (p !== lastP) {
+      lastP = p;
+      x = ps.indexOf(p);
+    }
+    s[k] = x;
+    r[k] = next[x] as number;
+    next[x] = (next[x] as number) + 1;
+  }
+  return gatherBatch(schema, ps.map((p) => pieces.get(p) as RecordBatch), s, r);
 }
 
 /** The distinct values of `xs` in order of first appearance (a batch touches few partitions, in runs). */

@@ -9,7 +9,8 @@ import { threadEntry } from './decode-pool.js';
 import type { LoaderHintOptions } from './hints.js';
 import type { DatasetReadStats } from './read-stats.js';
 import { CTL, CTL_SLOTS, STAT, STAT_SLOTS, type CloseTask, type DatasetInit, type StatsTask, type StreamMessage, type StreamTask } from './loader-thread.js';
-import { assembleBatch, distinctInOrder, type BatchStream, type DecodedPartition, type LoaderState, type StreamStats } from './stream.js';
+import { emptyBatch } from './gather.js';
+import { runSlice, type BatchStream, type DecodedPartition, type LoaderState, type StreamStats } from './stream.js';
 import { unipcBatches, unpackBatches, type WireBatches } from './wire.js';
 
 /**
@@ -120,6 +121,11 @@ function sliceBatch(batch: RecordBatch, structType: Struct, at: number, n: numbe
   return new RecordBatch(batch.schema, new Data(structType, 0, n, 0, [] as never, children));
 }
 
+/** Rows in batch `i` of `plan` (batches are `batchSize` rows but the last). */
+function batchRows(plan: RankPlan, batchSize: number, i: number): number {
+  return Math.max(0, Math.min(batchSize, plan.numRows - i * batchSize));
+}
+
 export class ThreadBatchStream implements BatchStream {
   readonly numBatches: number;
   readonly #schema: Schema;
@@ -131,6 +137,8 @@ export class ThreadBatchStream implements BatchStream {
   readonly #queue: StreamMessage[] = [];
   /** Mode 'none': decoded partitions received and still needed. */
   readonly #parts = new Map<number, DecodedPartition>();
+  /** Mode 'none': batches the thread gathered (not a slice of one decoded batch), by index. */
+  readonly #ready = new Map<number, RecordBatch>();
   #wake: (() => void) | undefined;
   #started = false;
   #ended = false;
@@ -249,23 +257,22 @@ export class ThreadBatchStream implements BatchStream {
     return 'w' in m ? unpackBatches(this.#schema, this.#struct, m.w) : unipcBatches(m.ipc);
   }
 
-  /** Take partition messages until partition `p` is here (mode 'none'). */
-  async #receivePartition(p: number): Promise<void> {
-    while (!this.#parts.has(p)) {
-      const m = await this.#message();
-      if (Array.isArray(m) || !('parts' in m) || m.parts === undefined) {
-        if (!Array.isArray(m)) this.#control(m);
-        throw new InternalError(`The loader thread sent a batch where partition ${p} was expected`);
-      }
-      const t = performance.now();
-      const all = this.#unpack(m);
-      let at = 0;
-      for (const meta of m.parts) {
-        this.#parts.set(meta.p, { batches: all.slice(at, at + meta.n), starts: meta.starts });
-        at += meta.n;
-      }
-      this.#assembleMs += performance.now() - t;
+  /** Take the next message of partitions and gathered batches (mode 'none'). */
+  async #receiveParts(i: number): Promise<void> {
+    const m = await this.#message();
+    if (Array.isArray(m) || !('parts' in m) || m.parts === undefined) {
+      if (!Array.isArray(m)) this.#control(m);
+      throw new InternalError(`The loader thread sent a batch where the data of batch ${i} was expected`);
     }
+    const t = performance.now();
+    const all = this.#unpack(m);
+    let at = 0;
+    for (const meta of m.parts) {
+      this.#parts.set(meta.p, { batches: all.slice(at, at + meta.n), starts: meta.starts });
+      at += meta.n;
+    }
+    m.ready.forEach((j, k) => this.#ready.set(j, ('w' in m ? all[at + k] : unipcBatches(m.readyIpc[k] as Uint8Array)[0]) as RecordBatch));
+    this.#assembleMs += performance.now() - t;
   }
 
   /** Throws for an error message, or for an end before the last batch. */
@@ -291,32 +298,23 @@ export class ThreadBatchStream implements BatchStream {
       return { done: true, value: undefined };
     }
     let batch: RecordBatch | undefined;
-    const run = plan?.run?.(i);
-    if (plan && run) {
-      // The usual case in mode 'none': a run of one partition, cut from the decoded batch holding it.
-      const p = run.partition;
-      await this.#receivePartition(p);
-      const t = performance.now();
-      const part = this.#parts.get(p) as DecodedPartition;
-      const { starts } = part;
-      let b = starts.length - 1;
-      while (b > 0 && (starts[b] as number) > run.row) b--;
-      const src = part.batches[b] as RecordBatch;
-      const at = run.row - (starts[b] as number);
-      if (at + run.count <= src.numRows) batch = sliceBatch(src, this.#struct, at, run.count);
-      if (batch && plan.lastUse(p) <= i) this.#parts.delete(p);
-      this.#assembleMs += performance.now() - t;
-    }
-    if (batch) {
-      /* sliced above */
-    } else if (plan) {
-      const rows = plan.batch(i);
-      const parts = distinctInOrder(rows.partitions);
-      for (const p of parts) await this.#receivePartition(p);
-      const t = performance.now();
-      batch = assembleBatch(this.#schema, (p) => this.#parts.get(p) as DecodedPartition, rows.partitions, rows.rows);
-      for (const p of parts) if (plan.lastUse(p) <= i) this.#parts.delete(p);
-      this.#assembleMs += performance.now() - t;
+    if (plan) {
+      // Mode 'none': a slice of a decoded partition the thread sent, or a batch it gathered.
+      while (batch === undefined) {
+        const t = performance.now();
+        batch = this.#ready.get(i);
+        if (batch) this.#ready.delete(i);
+        else {
+          const run = plan.run?.(i);
+          const part = run && this.#parts.get(run.partition);
+          const cut = part && runSlice(part, run);
+          if (cut) batch = sliceBatch(cut.src, this.#struct, cut.at, run.count);
+          else if (!run && batchRows(plan, this.#cfg.input.batchSize, i) === 0) batch = emptyBatch(this.#schema);
+        }
+        this.#assembleMs += performance.now() - t;
+        if (batch === undefined) await this.#receiveParts(i);
+      }
+      for (const p of this.#parts.keys()) if (plan.lastUse(p) <= i) this.#parts.delete(p);
     } else {
       const m = await this.#message();
       const t = performance.now();
@@ -360,6 +358,7 @@ export class ThreadBatchStream implements BatchStream {
     this.#port.close();
     this.#queue.length = 0;
     this.#parts.clear();
+    this.#ready.clear();
     this.#cfg.signal?.removeEventListener('abort', this.#onAbort);
     this.#cfg.onEnd?.();
   }

@@ -219,6 +219,20 @@ describe('loader thread: same output as the calling thread', () => {
     }
   }
 
+  it("shuffle 'none': batches across several partitions, and a rank's empty last batch, identical", async () => {
+    // 684 rows over 5 ranks: 137 each, the last 136; with batches of 68 the last rank ends on an empty batch.
+    // Row groups of 30, 30, 30, 11 rows: rank 2's first batch (rows 274..341) spans four partitions.
+    expect(PQ_ROWS).toBe(684);
+    for (let rank = 0; rank < 5; rank++) {
+      const opts: BatchesOptions = { batchSize: 68, shuffle: 'none', rank, worldSize: 5, prefetch: 2 };
+      const got = await collect(threaded.batches(opts));
+      const want = await collect(plain.batches(opts));
+      expect(got.map((b) => b.numRows)).toEqual(rank === 4 ? [68, 68, 0] : [68, 68, 1]);
+      expect(contents(got)).toEqual(contents(want));
+      expect(got.flatMap(ids)).toEqual(Array.from({ length: rank === 4 ? 136 : 137 }, (_, i) => rank * 137 + i));
+    }
+  });
+
   it('reuses the thread for several epochs in a row, each identical to the calling thread', async () => {
     for (let epoch = 0; epoch < 4; epoch++) {
       const opts: BatchesOptions = { batchSize: 37, epoch, seed: 9, shuffle: epoch % 2 === 0 ? 'buffer' : 'none' };
