@@ -13,7 +13,7 @@
  *     same prefetch budget, each in its own child process. Target: growth < 15 %.
  *
  *   npx tsx bench/loader.ts [--rows 1000000] [--runs 7] [--stall-runs 3] [--batch-size 1024]
- *                           [--step-factor 1.2] [--rss-gib 1,4] [--skip-rss] [--quick]
+ *                           [--step-factor 1.2] [--step-ms MS] [--rss-gib 1,4] [--skip-rss] [--quick]
  *                           [--fetch-in-decoder auto|on|off] (where the warm-cache dataset reads)
  *
  * Prints markdown tables and writes bench/results/loader.json and bench/results/loader.md.
@@ -44,6 +44,7 @@ const { values: args } = parseArgs({
     'stall-runs': { type: 'string' },
     'batch-size': { type: 'string', default: '1024' },
     'step-factor': { type: 'string', default: '1.2' },
+    'step-ms': { type: 'string' },
     'rss-gib': { type: 'string' },
     'rss-runs': { type: 'string' },
     'skip-rss': { type: 'boolean', default: false },
@@ -414,7 +415,10 @@ async function main(): Promise<void> {
     // ------------------------------------------------------------ 2. stall
     const batches = sides[0]?.runs[0]?.batches ?? 1;
     const dec = await decodePerBatchMs(mem, prefixA, pool, batches);
-    const stepMs = STEP_FACTOR * dec.perBatchMs;
+    // --step-ms fixes the step instead (to compare two versions of the code at one step:
+    // the measured decode time drifts by tens of percent between runs on a shared machine).
+    const stepMs = args['step-ms'] !== undefined ? Number(args['step-ms']) : STEP_FACTOR * dec.perBatchMs;
+    if (!(stepMs >= 0)) throw new Error(`Expected --step-ms to be a number of milliseconds, got ${args['step-ms']}`);
     console.log(`decode per batch: ${fmt(dec.perBatchMs, 3)} ms (${dec.rowGroups} row groups in ${fmt(dec.totalMs)} ms, ${batches} batches); step ${fmt(stepMs, 3)} ms`);
     const modes = ['none', 'buffer'] as const;
     const stallRuns: Record<string, EpochRun[]> = {};
@@ -460,7 +464,7 @@ async function main(): Promise<void> {
       ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
     );
     md.push(
-      `### 2. Data stall with a simulated training step\n\nThrough the warm cache, ${threads} decode thread(s). Pure decode per batch, measured first by feeding the pool directly: ${fmt(dec.perBatchMs, 3)} ms; training step = ${STEP_FACTOR} × that = ${fmt(stepMs, 3)} ms of CPU burnt on the main thread per batch (the event loop is blocked meanwhile, as a synchronous step blocks it). Stall = time the loop waited in \`next()\` after batch 0, as % of the epoch after batch 0; it includes all the loader's work on the main thread. With the loader thread (the default) that is taking a finished batch from a MessagePort and wrapping its buffers (shuffle 'buffer': gathered in the loader thread) or slicing a decoded row group the thread transferred (shuffle 'none'); on the main thread it is also the HTTP replies, Arrow IPC reads and gathering, which can only run while the loop waits. Naive: the main-thread pipeline with prefetch 0 (a partition's fetch starts when a batch needs it). Machine CPU available: ${machine.cpus} cores for the step, the loader's threads and the cache worker together. Each loader runs its epochs back to back, as a training loop does (the loader thread prepares each next epoch while the current one ends), after one lead-in epoch not counted; median of the ${STALL_RUNS} that follow.\n\n${stallTable}\n\nTarget stall ≤ 2 %: ${stallMet ? 'met' : 'missed'} with shuffle 'none' (${fmt(granaryNone.stallPct ?? 0, 2)} %), ${(granaryBuffer.stallPct ?? 100) <= 2 ? 'met' : 'missed'} with shuffle 'buffer' (${fmt(granaryBuffer.stallPct ?? 0, 2)} %).`,
+      `### 2. Data stall with a simulated training step\n\nThrough the warm cache, ${threads} decode thread(s). Pure decode per batch, measured first by feeding the pool directly: ${fmt(dec.perBatchMs, 3)} ms; training step = ${args['step-ms'] !== undefined ? 'fixed by --step-ms at' : `${STEP_FACTOR} × that =`} ${fmt(stepMs, 3)} ms of CPU burnt on the main thread per batch (the event loop is blocked meanwhile, as a synchronous step blocks it). Stall = time the loop waited in \`next()\` after batch 0, as % of the epoch after batch 0; it includes all the loader's work on the main thread. With the loader thread (the default) that is taking a finished batch from a MessagePort and wrapping its buffers (shuffle 'buffer': gathered in the loader thread) or slicing a decoded row group the thread transferred (shuffle 'none'); on the main thread it is also the HTTP replies, Arrow IPC reads and gathering, which can only run while the loop waits. Naive: the main-thread pipeline with prefetch 0 (a partition's fetch starts when a batch needs it). Machine CPU available: ${machine.cpus} cores for the step, the loader's threads and the cache worker together. Each loader runs its epochs back to back, as a training loop does (the loader thread prepares each next epoch while the current one ends), after one lead-in epoch not counted; median of the ${STALL_RUNS} that follow.\n\n${stallTable}\n\nTarget stall ≤ 2 %: ${stallMet ? 'met' : 'missed'} with shuffle 'none' (${fmt(granaryNone.stallPct ?? 0, 2)} %), ${(granaryBuffer.stallPct ?? 100) <= 2 ? 'met' : 'missed'} with shuffle 'buffer' (${fmt(granaryBuffer.stallPct ?? 0, 2)} %).`,
     );
     console.log(`\n${md[md.length - 1]}\n`);
 

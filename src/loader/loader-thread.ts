@@ -222,6 +222,13 @@ async function runStream(task: StreamTask): Promise<void> {
           }
           packMs += performance.now() - t;
         }
+        // The last data is sent: the consumer has every batch it will slice. End here rather
+        // than pace the empty deliveries left, so the next epoch is primed now, while the
+        // consumer still trains on the last row group, and not only at its last batches.
+        if (d.final) {
+          report();
+          break;
+        }
         await throttle(d.batch + 1);
         if (cancelled()) break;
       }

@@ -119,6 +119,8 @@ export interface PartitionDelivery {
   batch: number;
   fresh: { partition: number; decoded: DecodedPartition }[];
   assembled: { batch: number; rb: RecordBatch }[];
+  /** Every partition of the plan has now been handed out (and every gathered batch): nothing more will come. */
+  final: boolean;
 }
 
 /**
@@ -169,6 +171,8 @@ export class PipelineStream implements BatchStream {
   readonly #queue: PQueue;
   readonly #slots = new Map<number, Slot>();
   #next = 0;
+  /** Resolves once the partition started last has asked for its decode (or failed). */
+  #decodeTurn: Promise<void> = Promise.resolve();
   #batchesDone = 0;
   #resident = 0;
   #started = false;
@@ -218,15 +222,15 @@ export class PipelineStream implements BatchStream {
   }
 
   /**
-   * Start fetching and decoding the partitions the first batch needs now, before anyone
-   * iterates (the loader thread primes the next epoch this way). Only those: the rest
-   * would compete for CPU with the end of the epoch still being consumed.
+   * Start fetching and decoding now, before anyone iterates, as iterating would: the
+   * partitions the first batch needs and, within `prefetch` and `prefetchBytes`, the next
+   * ones (the loader thread primes the next epoch this way, once the current one has
+   * handed out its last data and its decode threads are idle). Decodes run in need order,
+   * so the first batch's partitions come first.
    */
   prime(): void {
     if (this.#started || this.#ac.signal.aborted) return;
-    const { plan } = this.#cfg;
-    const order = plan.partitionOrder;
-    while (this.#next < order.length && plan.firstUse(order[this.#next] as number) <= 0) this.#start(order[this.#next++] as number);
+    this.#schedule(0);
   }
 
   /** Stop fetching and decoding; the iterator ends. */
@@ -258,17 +262,34 @@ export class PipelineStream implements BatchStream {
     this.#stats.peakResidentBytes = Math.max(this.#stats.peakResidentBytes, this.#resident);
     const signal = this.#ac.signal;
     this.#cfg.hints?.started(p);
+    // Decodes are asked for in the order partitions were started (the order they are
+    // needed), not in the order their fetches happen to finish: the decode pool runs them
+    // first come, first served, and concurrent fetches finish in any order, which had a
+    // row group needed next decoded after three that were not.
+    const turn = this.#decodeTurn;
+    let myTurnDone!: () => void;
+    this.#decodeTurn = new Promise<void>((resolve) => (myTurnDone = resolve));
     const done = (async () => {
-      const t0 = performance.now();
-      const fetched = await this.#queue.add(() => this.#src.fetch(p, signal), { signal }).finally(() => this.#cfg.hints?.fetched(p));
-      const t1 = performance.now();
-      const split = this.#src.timing?.(fetched);
-      this.#stats.fetchMs += split ? split.fetchMs : t1 - t0;
-      this.#stats.partitionsFetched++;
-      this.#stats.bytesFetched += bytes;
-      const batches = await this.#src.decode(p, fetched, signal);
-      this.#stats.decodeMs += (split?.decodeMs ?? 0) + performance.now() - t1;
-      return batches;
+      try {
+        const t0 = performance.now();
+        const fetched = await this.#queue.add(() => this.#src.fetch(p, signal), { signal }).finally(() => this.#cfg.hints?.fetched(p));
+        const t1 = performance.now();
+        const split = this.#src.timing?.(fetched);
+        this.#stats.fetchMs += split ? split.fetchMs : t1 - t0;
+        this.#stats.partitionsFetched++;
+        this.#stats.bytesFetched += bytes;
+        await turn;
+        if (signal.aborted) throw signal.reason;
+        const t2 = performance.now();
+        // `decode` queues its pool task before its first await.
+        const decoding = this.#src.decode(p, fetched, signal);
+        myTurnDone();
+        const batches = await decoding;
+        this.#stats.decodeMs += (split?.decodeMs ?? 0) + performance.now() - t2;
+        return batches;
+      } finally {
+        myTurnDone();
+      }
     })();
     const slot: Slot = { bytes, done };
     done.then(
@@ -359,7 +380,7 @@ export class PipelineStream implements BatchStream {
           this.#stats.rows += rows.partitions.length;
           this.#batchesDone = i + 1;
           this.#schedule(i + 1);
-          yield { batch: i, fresh, assembled };
+          yield { batch: i, fresh, assembled, final: delivered.size === plan.partitionOrder.length };
           continue;
         }
         const ta = performance.now();
