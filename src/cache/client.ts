@@ -400,7 +400,10 @@ export class CacheClient implements UnderFileSystem {
       return this.#storeRead(url, offset, 0, etag, signal);
     }
     if (this.#opts.localCache) return this.#readViaLocal(url, offset, length, etag, signal);
-    const out = new Uint8Array(Buffer.allocUnsafe(length).buffer, 0, length);
+    // Memory of its own (never Buffer's shared pool, which serves allocations under 4 KiB:
+    // a view at the pool's start made concurrent small reads overwrite each other), and
+    // exactly `length` long, so a caller may transfer it to another thread without a copy.
+    const out = new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length);
     const parts = this.#parts(offset, length, this.#partSize);
     await Promise.all(parts.map((p) => this.#readPart(url, etag, p, out, p.offset - offset, signal)));
     return out;

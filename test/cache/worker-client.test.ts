@@ -64,6 +64,28 @@ describe('cache worker and client over a memory store', () => {
     }
   });
 
+  it('returns the right bytes for many small reads at once, each in memory of its own', async () => {
+    // Reads under 4 KiB once shared the start of Node's 8 KiB Buffer pool: concurrent ones overwrote each other.
+    const client = new CacheClient({ workers: workers.map((w) => w.url), ufs: store, blockSize: MiB, partSize: 512 * 1024 });
+    try {
+      const small = await Promise.all(Array.from({ length: 10 }, (_, i) => store.read(`s3://bucket/train/small-${i}.bin`, 0, 1000 + i)));
+      for (let round = 0; round < 2; round++) {
+        const reads = await Promise.all(
+          Array.from({ length: 40 }, (_, k) => {
+            const i = k % 10;
+            const at = (k * 7) % 500;
+            return client.read(`s3://bucket/train/small-${i}.bin`, at, 300 + k).then((got) => ({ got, want: (small[i] as Uint8Array).subarray(at, at + 300 + k) }));
+          }),
+        );
+        for (const { got, want } of reads) expect(Buffer.from(got).equals(want)).toBe(true);
+        // Each result owns its memory: none shares an ArrayBuffer with another.
+        expect(new Set(reads.map((r) => r.got.buffer)).size).toBe(reads.length);
+      }
+    } finally {
+      await client.close();
+    }
+  });
+
   it('a second client (another job) is served from the cache the first one filled', async () => {
     const prefix = 's3://bucket/train/small-';
     const a = new CacheClient({ workers: workers.map((w) => w.url), ufs: store });
