@@ -236,6 +236,7 @@ async function runStream(task: StreamTask): Promise<void> {
       // Shuffled batches mix rows of several partitions: gather them here (fresh buffers,
       // then transferred) so the consumer only wraps them.
       let sent = 0;
+      let primed = false;
       for await (const batch of stream) {
         report();
         const t = performance.now();
@@ -248,6 +249,12 @@ async function runStream(task: StreamTask): Promise<void> {
         }
         packMs += performance.now() - t;
         sent++;
+        // Every partition is decoded and what is left is gathering here: the decode threads
+        // would idle until the end of the epoch, so the next epoch starts on them now.
+        if (!primed && stream.drained) {
+          primed = true;
+          speculate(st, task);
+        }
         await throttle(sent);
         if (cancelled()) break;
       }

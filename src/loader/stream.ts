@@ -233,6 +233,13 @@ export class PipelineStream implements BatchStream {
     this.#schedule(0);
   }
 
+  /** Every partition of the plan has been fetched and decoded: what is left is assembly. */
+  get drained(): boolean {
+    if (this.#next < this.#cfg.plan.partitionOrder.length) return false;
+    for (const slot of this.#slots.values()) if (!slot.batches) return false;
+    return true;
+  }
+
   /** Stop fetching and decoding; the iterator ends. */
   cancel(reason?: unknown): void {
     this.#ac.abort(reason);
