@@ -300,6 +300,37 @@ describe('loader thread: epoch boundaries', () => {
       await closeAll(ds, plain);
     }
   });
+  it('primes the next epoch while the current one still has batches to hand out, once every partition is decoded', async () => {
+    const ds = await openPq();
+    const plain = await openPq(false);
+    try {
+      for (const shuffle of ['none', 'buffer'] as const) {
+        // Small batches: the last partitions hold many more batches than the thread may send ahead (8).
+        const opts = (epoch: number): BatchesOptions => ({ batchSize: 2, epoch, seed: 5, shuffle, prefetch: 2 });
+        const p0 = (await plain.readStats()).requests.get;
+        await collect(plain.batches(opts(0)));
+        const perEpoch = (await plain.readStats()).requests.get - p0;
+        const base = (await ds.readStats()).requests.get;
+        const s0 = ds.batches(opts(0));
+        const it = s0[Symbol.asyncIterator]();
+        // Stop 12 batches before the end (13 rows in the last row group: at least 6 batches of it in mode 'none').
+        for (let i = 0; i < s0.numBatches - 12; i++) expect((await it.next()).done).toBe(false);
+        let read = (await ds.readStats()).requests.get - base;
+        for (let i = 0; i < 250 && read <= perEpoch; i++) {
+          await new Promise((r) => setTimeout(r, 20));
+          read = (await ds.readStats()).requests.get - base;
+        }
+        expect(read).toBeGreaterThan(perEpoch);
+        const rest: RecordBatch[] = [];
+        for (let r = await it.next(); !r.done; r = await it.next()) rest.push(r.value);
+        expect(rest).toHaveLength(12);
+        expect(contents(await collect(ds.batches(opts(1))))).toEqual(contents(await collect(plain.batches(opts(1)))));
+      }
+    } finally {
+      await closeAll(ds, plain);
+    }
+  });
+
   it('goes on priming the next epoch after its stream ended, with no call into the thread', async () => {
     // Reads are watched at an HTTP server, so nothing here wakes the loader thread: it
     // must keep running between tasks (piscina would otherwise park it in Atomics.wait).
