@@ -76,9 +76,13 @@ export class DecodePool {
     return this.#pool;
   }
 
-  /** Decode one row group (or a schema) to Arrow IPC stream bytes. Failures are DecodeErrors naming the file. */
-  async decode(task: ParquetDecodeTask, transfer: ArrayBuffer[], signal?: AbortSignal): Promise<Uint8Array> {
-    const out = await this.#run(task, transfer, undefined, signal);
+  /**
+   * Decode one row group (or a schema) to Arrow IPC stream bytes. Failures are DecodeErrors
+   * naming the file. Among tasks waiting for a thread, a higher `priority` goes first
+   * (default 0), then the one asked for first.
+   */
+  async decode(task: ParquetDecodeTask, transfer: ArrayBuffer[], signal?: AbortSignal, priority = 0): Promise<Uint8Array> {
+    const out = await this.#run(task, transfer, undefined, signal, undefined, priority);
     if (!(out instanceof Uint8Array)) throw new DecodeError(`Decoder returned no bytes for ${task.url}`, { url: task.url });
     return out;
   }
@@ -116,12 +120,13 @@ export class DecodePool {
   }
 
   /**
-   * In the order asked, at most one task per thread handed to piscina: piscina's own
-   * queue put a task carrying an abort signal that it could not place at once in front
-   * of earlier ones, so the row group a consumer needs next could be decoded last.
+   * By priority, then in the order asked, at most one task per thread handed to piscina:
+   * piscina's own queue put a task carrying an abort signal that it could not place at
+   * once in front of earlier ones, so the row group a consumer needs next could be
+   * decoded last.
    */
-  #run(task: ParquetDecodeTask, transfer: ArrayBuffer[], fetchedAt: Float64Array | undefined, signal?: AbortSignal, watch?: (running: Promise<unknown>) => void): Promise<unknown> {
-    return this.#order.add(() => this.#runNow(task, transfer, fetchedAt, signal, watch), { signal }).catch((err: unknown) => {
+  #run(task: ParquetDecodeTask, transfer: ArrayBuffer[], fetchedAt: Float64Array | undefined, signal?: AbortSignal, watch?: (running: Promise<unknown>) => void, priority = 0): Promise<unknown> {
+    return this.#order.add(() => this.#runNow(task, transfer, fetchedAt, signal, watch), { signal, priority }).catch((err: unknown) => {
       throw signal?.aborted ? (signal.reason ?? err) : err;
     });
   }

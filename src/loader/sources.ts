@@ -123,7 +123,7 @@ export class ParquetSource implements PartitionSource {
     return r && { fetchMs: r.fetchMs, decodeMs: r.decodeMs };
   }
 
-  async decode(p: number, fetched: unknown, signal: AbortSignal): Promise<RecordBatch[]> {
+  async decode(p: number, fetched: unknown, signal: AbortSignal, priority?: number): Promise<RecordBatch[]> {
     const part = this.parts[p];
     if (!part) throw new InvalidArgumentError(`No partition ${p}`);
     let ipc: Uint8Array;
@@ -134,6 +134,7 @@ export class ParquetSource implements PartitionSource {
         { ...this.#task(p), pieces },
         pieces.map((x) => x.bytes.buffer as ArrayBuffer),
         signal,
+        priority,
       );
     }
     const table = tableFromIPC(ipc);
