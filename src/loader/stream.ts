@@ -177,6 +177,8 @@ export class PipelineStream implements BatchStream {
   readonly #queue: PQueue;
   readonly #slots = new Map<number, Slot>();
   #next = 0;
+  /** Set by `prime`: settles once the first batch's partitions are read. */
+  #primeFirst: Promise<void> | undefined;
   #batchesDone = 0;
   #resident = 0;
   #started = false;
@@ -227,26 +229,29 @@ export class PipelineStream implements BatchStream {
 
   /**
    * Start fetching and decoding now, before anyone iterates, as iterating would: the
-   * partitions the first batch needs and, within `prefetch` and `prefetchBytes`, the next
-   * ones (the loader thread primes the next epoch this way, once the current one has
-   * handed out its last data and its decode threads are idle). Decodes run in need order,
-   * so the first batch's partitions come first.
+   * partitions the first batch needs, read alone, and then, with `window`, the next ones
+   * within `prefetch` and `prefetchBytes` (the loader thread primes the next epoch this
+   * way once the current one has no more decoding to do). Called again with `window`,
+   * it adds the window. Decodes go by need (see `#start`), so the first batch's come first.
    */
-  prime(): void {
+  prime(window = true): void {
     if (this.#started || this.#ac.signal.aborted) return;
-    const { plan } = this.#cfg;
-    const order = plan.partitionOrder;
-    // The first batch's partitions alone first, so that their reads do not share the
-    // store or the cache with the rest of the window; the rest once they are in.
-    const first: Promise<void>[] = [];
-    while (this.#next < order.length && plan.firstUse(order[this.#next] as number) <= 0) {
-      const p = order[this.#next++] as number;
-      this.#start(p);
-      first.push((this.#slots.get(p) as Slot).fetched);
+    if (!this.#primeFirst) {
+      const { plan } = this.#cfg;
+      const order = plan.partitionOrder;
+      const first: Promise<void>[] = [];
+      while (this.#next < order.length && plan.firstUse(order[this.#next] as number) <= 0) {
+        const p = order[this.#next++] as number;
+        this.#start(p);
+        first.push((this.#slots.get(p) as Slot).fetched);
+      }
+      this.#primeFirst = Promise.all(first).then(() => undefined);
     }
-    void Promise.all(first).then(() => {
-      if (!this.#started && !this.#ac.signal.aborted) this.#schedule(0);
-    });
+    if (window) {
+      void this.#primeFirst.then(() => {
+        if (!this.#started && !this.#ac.signal.aborted) this.#schedule(0);
+      });
+    }
   }
 
   /** Every partition of the plan has been fetched and decoded: what is left is assembly. */
