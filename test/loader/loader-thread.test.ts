@@ -269,6 +269,23 @@ describe('loader thread: same output as the calling thread', () => {
   });
 });
 
+/** Store reads one epoch with `opts` makes, counted on a dataset without a loader thread. */
+async function readsPerEpoch(plain: Dataset, opts: BatchesOptions): Promise<number> {
+  const before = (await plain.readStats()).requests.get;
+  await collect(plain.batches(opts));
+  return (await plain.readStats()).requests.get - before;
+}
+
+/** Reads `ds` made since `base`, waiting (bounded, ~5 s) for them to exceed `above`. */
+async function readsSince(ds: Dataset, base: number, above: number): Promise<number> {
+  let read = (await ds.readStats()).requests.get - base;
+  for (let i = 0; i < 250 && read <= above; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    read = (await ds.readStats()).requests.get - base;
+  }
+  return read;
+}
+
 describe('loader thread: epoch boundaries', () => {
   it('starts the next epoch with the same options before it is asked for, and yields it unchanged', async () => {
     const ds = await openPq();
@@ -276,19 +293,11 @@ describe('loader thread: epoch boundaries', () => {
     try {
       for (const shuffle of ['none', 'buffer'] as const) {
         const opts = (epoch: number): BatchesOptions => ({ batchSize: 29, epoch, seed: 5, shuffle, prefetch: 2 });
-        // Reads one epoch takes, counted on the calling thread's dataset.
-        const p0 = (await plain.readStats()).requests.get;
-        await collect(plain.batches(opts(0)));
-        const perEpoch = (await plain.readStats()).requests.get - p0;
+        const perEpoch = await readsPerEpoch(plain, opts(0));
         const base = (await ds.readStats()).requests.get;
         await collect(ds.batches(opts(0)));
         // Nothing asked for epoch 1 yet, but its first partitions are read: more than one epoch's reads.
-        let read = (await ds.readStats()).requests.get - base;
-        for (let i = 0; i < 200 && read <= perEpoch; i++) {
-          await new Promise((r) => setTimeout(r, 20));
-          read = (await ds.readStats()).requests.get - base;
-        }
-        expect(read).toBeGreaterThan(perEpoch);
+        expect(await readsSince(ds, base, perEpoch)).toBeGreaterThan(perEpoch);
         // Asking for it yields exactly that epoch.
         const s1 = ds.batches(opts(1));
         expect(contents(await collect(s1))).toEqual(contents(await collect(plain.batches(opts(1)))));
@@ -307,20 +316,13 @@ describe('loader thread: epoch boundaries', () => {
       for (const shuffle of ['none', 'buffer'] as const) {
         // Small batches: the last partitions hold many more batches than the thread may send ahead (8).
         const opts = (epoch: number): BatchesOptions => ({ batchSize: 2, epoch, seed: 5, shuffle, prefetch: 2 });
-        const p0 = (await plain.readStats()).requests.get;
-        await collect(plain.batches(opts(0)));
-        const perEpoch = (await plain.readStats()).requests.get - p0;
+        const perEpoch = await readsPerEpoch(plain, opts(0));
         const base = (await ds.readStats()).requests.get;
         const s0 = ds.batches(opts(0));
         const it = s0[Symbol.asyncIterator]();
         // Stop 12 batches before the end (13 rows in the last row group: at least 6 batches of it in mode 'none').
         for (let i = 0; i < s0.numBatches - 12; i++) expect((await it.next()).done).toBe(false);
-        let read = (await ds.readStats()).requests.get - base;
-        for (let i = 0; i < 250 && read <= perEpoch; i++) {
-          await new Promise((r) => setTimeout(r, 20));
-          read = (await ds.readStats()).requests.get - base;
-        }
-        expect(read).toBeGreaterThan(perEpoch);
+        expect(await readsSince(ds, base, perEpoch)).toBeGreaterThan(perEpoch);
         const rest: RecordBatch[] = [];
         for (let r = await it.next(); !r.done; r = await it.next()) rest.push(r.value);
         expect(rest).toHaveLength(12);
