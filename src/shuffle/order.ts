@@ -27,6 +27,13 @@ export interface GlobalOrder {
    * Cheapest when successive calls move forward, which is how plans read it.
    */
   fill(start: number, end: number, parts: Int32Array, rows: Int32Array, at: number): void;
+  /**
+   * Only for orders that keep each partition's rows consecutive and in order (dataset
+   * order): the row at position `pos` (0 <= pos < numRows) and how many positions from
+   * there hold the following rows of the same partition. Plans over such an order keep
+   * runs instead of one entry per row.
+   */
+  runAt?(pos: number): { partition: number; row: number; count: number };
 }
 
 const MAX_ROWS = 2 ** 32 - 1;
@@ -74,7 +81,7 @@ function rowOffsets(partitionRows: readonly number[]): Float64Array {
 }
 
 /** The largest i with sorted[i] <= x (sorted ascending, sorted[0] <= x). */
-function floorIndex(sorted: Float64Array, x: number, hi = sorted.length - 1): number {
+export function floorIndex(sorted: Float64Array, x: number, hi = sorted.length - 1): number {
   let lo = 0;
   while (lo < hi) {
     const mid = (lo + hi + 1) >>> 1;
@@ -114,6 +121,17 @@ class SequentialOrder implements GlobalOrder {
       rows[at] = pos - offsets[p]!;
       at++;
     }
+  }
+
+  runAt(pos: number): { partition: number; row: number; count: number } {
+    if (!(Number.isInteger(pos) && pos >= 0 && pos < this.numRows)) {
+      throw new InvalidArgumentError(`shuffle: order position ${pos} is outside [0, ${this.numRows})`);
+    }
+    const offsets = this.#offsets;
+    let p = floorIndex(offsets, pos, offsets.length - 2);
+    // Zero-row partitions share an offset with the next one: step past them.
+    while (offsets[p + 1]! <= pos) p++;
+    return { partition: p, row: pos - offsets[p]!, count: offsets[p + 1]! - pos };
   }
 }
 

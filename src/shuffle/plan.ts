@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from '../errors.js';
-import { globalOrder, type GlobalOrder } from './order.js';
+import { floorIndex, globalOrder, type GlobalOrder } from './order.js';
 import type { BatchRows, EpochPlanInput, RankPlan, ResumePoint } from './types.js';
 
 /** How a sequence of `length` rows is cut into contiguous per-rank spans. */
@@ -162,8 +162,20 @@ export class EpochPlan implements RankPlan {
   readonly batchSize: number;
   /** Rows left in the epoch across all ranks when this plan starts (the whole dataset unless resumed). */
   readonly remainingRows: number;
-  readonly #parts: Int32Array;
-  readonly #rows: Int32Array;
+  readonly #order: GlobalOrder;
+  /**
+   * The rank's rows as runs of global-order positions: run k holds positions
+   * [runStarts[k], runStarts[k] + (runOffsets[k+1] - runOffsets[k])), which are the
+   * plan's rows [runOffsets[k], runOffsets[k+1]).
+   */
+  readonly #runStarts: Float64Array;
+  readonly #runOffsets: Float64Array;
+  /**
+   * The rows, one entry each, for orders that mix rows ('buffer', 'global'); undefined
+   * for dataset order, where batches are read from the runs (no O(rows) arrays, which
+   * for a large dataset cost milliseconds per epoch on every thread that plans it).
+   */
+  readonly #rowsOf: BatchRows | undefined;
   readonly #firstUse: Int32Array;
   readonly #lastUse: Int32Array;
 
@@ -179,30 +191,65 @@ export class EpochPlan implements RankPlan {
     this.batchSize = input.batchSize;
     this.numBatches = split.numBatches;
     this.numRows = numRows;
-    this.#parts = new Int32Array(numRows);
-    this.#rows = new Int32Array(numRows);
-    let at = 0;
-    for (let i = 0; i < mine.starts.length; i++) {
-      const s = mine.starts[i]!;
-      const n = mine.lengths[i]!;
-      order.fill(s, s + n, this.#parts, this.#rows, at);
-      at += n;
-    }
+    this.#order = order;
+    this.#runStarts = Float64Array.from(mine.starts);
+    this.#runOffsets = new Float64Array(mine.lengths.length + 1);
+    mine.lengths.forEach((n, k) => (this.#runOffsets[k + 1] = this.#runOffsets[k]! + n));
+    this.#rowsOf = order.runAt ? undefined : this.#fill(0, numRows);
 
     const numPartitions = input.partitionRows.length;
     this.#firstUse = new Int32Array(numPartitions).fill(-1);
     this.#lastUse = new Int32Array(numPartitions).fill(-1);
     const partitionOrder: number[] = [];
-    for (let j = 0; j < numRows; j++) {
-      const p = this.#parts[j]!;
-      const b = Math.floor(j / input.batchSize);
+    const use = (p: number, j: number, n: number): void => {
       if (this.#firstUse[p] === -1) {
-        this.#firstUse[p] = b;
+        this.#firstUse[p] = Math.floor(j / input.batchSize);
         partitionOrder.push(p);
       }
-      this.#lastUse[p] = b;
+      this.#lastUse[p] = Math.floor((j + n - 1) / input.batchSize);
+    };
+    if (this.#rowsOf) {
+      const parts = this.#rowsOf.partitions;
+      for (let j = 0; j < numRows; j++) use(parts[j]!, j, 1);
+    } else {
+      this.#eachRun(0, numRows, (run, j) => use(run.partition, j, run.count));
     }
     this.partitionOrder = partitionOrder;
+  }
+
+  /** Rows [from, to) of the plan, one entry each. */
+  #fill(from: number, to: number): BatchRows {
+    const parts = new Int32Array(to - from);
+    const rows = new Int32Array(to - from);
+    const offsets = this.#runOffsets;
+    let j = from;
+    let k = j < to ? floorIndex(offsets, j) : 0;
+    while (j < to) {
+      while (offsets[k + 1]! <= j) k++;
+      const n = Math.min(to, offsets[k + 1]!) - j;
+      const pos = this.#runStarts[k]! + (j - offsets[k]!);
+      this.#order.fill(pos, pos + n, parts, rows, j - from);
+      j += n;
+    }
+    return { partitions: parts, rows };
+  }
+
+  /**
+   * Dataset order only: calls `f` for each run of consecutive rows of one partition in
+   * the plan's rows [from, to), in order, with the plan row `j` it starts at.
+   */
+  #eachRun(from: number, to: number, f: (run: { partition: number; row: number; count: number }, j: number) => void): void {
+    const runAt = this.#order.runAt!.bind(this.#order);
+    const offsets = this.#runOffsets;
+    let j = from;
+    let k = j < to ? floorIndex(offsets, j) : 0;
+    while (j < to) {
+      while (offsets[k + 1]! <= j) k++;
+      const run = runAt(this.#runStarts[k]! + (j - offsets[k]!));
+      run.count = Math.min(run.count, Math.min(to, offsets[k + 1]!) - j);
+      f(run, j);
+      j += run.count;
+    }
   }
 
   firstUse(partition: number): number {
@@ -221,15 +268,26 @@ export class EpochPlan implements RankPlan {
     }
     const from = Math.min(i * this.batchSize, this.numRows);
     const to = Math.min(from + this.batchSize, this.numRows);
-    return { partitions: this.#parts.slice(from, to), rows: this.#rows.slice(from, to) };
+    if (!this.#rowsOf) return this.#fill(from, to);
+    return { partitions: this.#rowsOf.partitions.slice(from, to), rows: this.#rowsOf.rows.slice(from, to) };
   }
 
   run(i: number): { partition: number; row: number; count: number } | undefined {
     const from = Math.min(i * this.batchSize, this.numRows);
     const to = Math.min(from + this.batchSize, this.numRows);
     if (to <= from) return undefined;
-    const parts = this.#parts;
-    const rows = this.#rows;
+    if (!this.#rowsOf) {
+      let first: { partition: number; row: number; count: number } | undefined;
+      let contiguous = true;
+      this.#eachRun(from, to, (run) => {
+        if (first === undefined) first = run;
+        else if (run.partition !== first.partition || run.row !== first.row + first.count) contiguous = false;
+        else first.count += run.count;
+      });
+      return contiguous ? first : undefined;
+    }
+    const parts = this.#rowsOf.partitions;
+    const rows = this.#rowsOf.rows;
     const p = parts[from]!;
     const r = rows[from]!;
     for (let j = from + 1; j < to; j++) if (parts[j] !== p || rows[j] !== r + (j - from)) return undefined;
@@ -238,7 +296,8 @@ export class EpochPlan implements RankPlan {
 
   /** All rows of this rank's plan in order (copies). */
   allRows(): BatchRows {
-    return { partitions: this.#parts.slice(), rows: this.#rows.slice() };
+    if (!this.#rowsOf) return this.#fill(0, this.numRows);
+    return { partitions: this.#rowsOf.partitions.slice(), rows: this.#rowsOf.rows.slice() };
   }
 
   /**

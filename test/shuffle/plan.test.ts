@@ -3,6 +3,8 @@ import fc from 'fast-check';
 import { InvalidArgumentError } from '../../src/errors.js';
 import { epochOrder, planEpoch, splitRows } from '../../src/shuffle/index.js';
 import { baseArb, idsOf, plansFor, rowOffsets, totalRows, worldSizeArb } from './helpers.js';
+import type { BaseInput } from './helpers.js';
+import type { EpochPlan } from '../../src/shuffle/index.js';
 
 describe('planEpoch', () => {
   it('yields every row exactly once across ranks, in contiguous spans of the global order', () => {
@@ -84,9 +86,9 @@ describe('planEpoch', () => {
 
   it('reports firstUse, lastUse and partitionOrder consistent with its batches', () => {
     fc.assert(
-      fc.property(baseArb, worldSizeArb, fc.nat(9), (base, worldSize, r) => {
+      fc.property(baseArb, worldSizeArb, fc.nat(9), worldSizeArb, fc.option(fc.double({ min: 0, max: 1, noNaN: true })), (base, worldSize, r, w1, f) => {
         const rank = r % worldSize;
-        const plan = planEpoch({ ...base, rank, worldSize });
+        const plan = f === null ? planEpoch({ ...base, rank, worldSize }) : resumedPlans(base, w1, f, worldSize)[rank]!;
         const first = new Map<number, number>();
         const last = new Map<number, number>();
         const order: number[] = [];
@@ -189,11 +191,18 @@ describe('planEpoch', () => {
   });
 });
 
+/** Plans of an epoch resumed with `worldSize` after a `w1`-rank run stopped a fraction `f` through it: its rows are several runs of the order. */
+function resumedPlans(base: BaseInput, w1: number, f: number, worldSize: number): EpochPlan[] {
+  const interrupted = { ...base, batchSize: base.batchSize + 1 };
+  const k = Math.floor(f * planEpoch({ ...interrupted, rank: 0, worldSize: w1 }).numBatches);
+  return plansFor(base, worldSize, { resume: { worldSize: w1, batchesDone: k, batchSize: interrupted.batchSize } });
+}
+
 describe('EpochPlan.run', () => {
-  it('names exactly the batches that are one run of consecutive rows of one partition', () => {
+  it('names exactly the batches that are one run of consecutive rows of one partition (also after an elastic resume)', () => {
     fc.assert(
-      fc.property(baseArb, worldSizeArb, (base, worldSize) => {
-        for (const plan of plansFor(base, worldSize)) {
+      fc.property(baseArb, worldSizeArb, worldSizeArb, fc.double({ min: 0, max: 1, noNaN: true }), (base, worldSize, w1, f) => {
+        for (const plan of [...plansFor(base, worldSize), ...resumedPlans(base, w1, f, worldSize)]) {
           for (let i = 0; i < plan.numBatches; i++) {
             const { partitions, rows } = plan.batch(i);
             const contiguous = partitions.length > 0 && partitions.every((p, j) => p === partitions[0] && rows[j] === (rows[0] as number) + j);
@@ -201,6 +210,9 @@ describe('EpochPlan.run', () => {
             if (!contiguous) expect(run).toBeUndefined();
             else expect(run).toEqual({ partition: partitions[0], row: rows[0], count: partitions.length });
           }
+          const all = plan.allRows();
+          expect(Array.from(all.partitions)).toEqual(Array.from({ length: plan.numBatches }, (_, i) => Array.from(plan.batch(i).partitions)).flat());
+          expect(Array.from(all.rows)).toEqual(Array.from({ length: plan.numBatches }, (_, i) => Array.from(plan.batch(i).rows)).flat());
         }
       }),
       { numRuns: 150 },
