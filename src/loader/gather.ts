@@ -1,4 +1,5 @@
 import { DataType, RecordBatch, Struct, makeBuilder, makeData, makeVector } from 'apache-arrow';
+import { wrapBatch } from './record-batch.js';
 import type { Data, Schema } from 'apache-arrow';
 
 /**
@@ -291,8 +292,7 @@ export function gatherData(type: DataType, srcs: AnyData[], s: Int32Array, r: In
 export function gatherBatch(schema: Schema, sources: RecordBatch[], s: Int32Array, r: Int32Array): RecordBatch {
   if (s.length === 0) return emptyBatch(schema);
   const children = schema.fields.map((f, j) => gatherData(f.type as DataType, sources.map((b) => b.data.children[j] as AnyData), s, r));
-  const data = makeData({ type: new Struct(schema.fields), length: s.length, nullCount: 0, children });
-  return new RecordBatch(schema, data);
+  return wrapBatch(schema, makeData({ type: new Struct(schema.fields), length: s.length, nullCount: 0, children }));
 }
 
 /** A RecordBatch of `schema` with no rows. */

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { Data, RecordBatch, Struct, type Schema } from 'apache-arrow';
+import type { RecordBatch} from 'apache-arrow';
+import { Data, Struct, type Schema } from 'apache-arrow';
 import { Piscina } from 'piscina';
 import { ClosedError, InternalError, errorFromCode } from '../errors.js';
 import { resumeState } from '../shuffle/index.js';
@@ -10,6 +11,7 @@ import type { LoaderHintOptions } from './hints.js';
 import type { DatasetReadStats } from './read-stats.js';
 import { CTL, CTL_SLOTS, STAT, STAT_SLOTS, type CloseTask, type DatasetInit, type StatsTask, type StreamMessage, type StreamTask } from './loader-thread.js';
 import { emptyBatch } from './gather.js';
+import { wrapBatch } from './record-batch.js';
 import { runSlice, type BatchStream, type DecodedPartition, type LoaderState, type StreamStats } from './stream.js';
 import { unipcBatches, unpackBatches, type WireBatches } from './wire.js';
 
@@ -118,7 +120,7 @@ export class LoaderThread {
 function sliceBatch(batch: RecordBatch, structType: Struct, at: number, n: number): RecordBatch {
   if (at === 0 && n === batch.numRows) return batch;
   const children = batch.data.children.map((c) => c.slice(at, n));
-  return new RecordBatch(batch.schema, new Data(structType, 0, n, 0, [] as never, children));
+  return wrapBatch(batch.schema, new Data(structType, 0, n, 0, [] as never, children));
 }
 
 /** Rows in batch `i` of `plan` (batches are `batchSize` rows but the last). */

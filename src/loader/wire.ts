@@ -1,5 +1,6 @@
-import { Data, DataType, RecordBatch, Table, UnionMode, tableFromIPC, tableToIPC } from 'apache-arrow';
-import type { Schema, Struct } from 'apache-arrow';
+import { Data, DataType, Table, UnionMode, tableFromIPC, tableToIPC } from 'apache-arrow';
+import type { Schema, Struct , RecordBatch} from 'apache-arrow';
+import { wrapBatch } from './record-batch.js';
 
 /**
  * Moving RecordBatches between threads without copying their data.
@@ -155,7 +156,7 @@ export function unpackBatches(schema: Schema, structType: Struct, msg: WireBatch
   for (let b = 0; b < n; b++) {
     const numRows = h[i++] as number;
     const children = schema.fields.map((f) => node(f.type as DataType));
-    out.push(new RecordBatch(schema, new Data(structType, 0, numRows, 0, [] as never, children)));
+    out.push(wrapBatch(schema, new Data(structType, 0, numRows, 0, [] as never, children)));
   }
   return out;
 }
