@@ -172,16 +172,24 @@ interface EpochRun {
   stepMs: number;
   /** Measured time of all steps (a step can overrun when the thread is descheduled). */
   stepTotalMs: number;
+  /**
+   * CPU from receiving batch 0 to the end of the epoch: the training thread (the main
+   * thread: its steps and its part of next()), the loader process's other threads, and
+   * the cache worker process. Linux only (NaN elsewhere).
+   */
+  mainCpuAfterFirstMs: number;
+  otherCpuAfterFirstMs: number;
+  workerCpuAfterFirstMs: number;
   /** Per-batch waits in `next()` after batch 0. */
   waitP50Ms: number;
   waitP99Ms: number;
   waitMaxMs: number;
 }
 
-/** CPU seconds (user + system) a process has used, from /proc (Linux); NaN elsewhere. */
-function procCpuMs(pid: number): number {
+/** CPU ms (user + system) a process, or one of its threads, has used, from /proc (Linux); NaN elsewhere. Resolution 10 ms. */
+function procCpuMs(pid: number, tid?: number): number {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime, in USER_HZ (100 on Linux)
   } catch {
@@ -203,13 +211,16 @@ async function epoch(label: string, ds: Dataset, epochNo: number, prefetch: numb
   const waits: number[] = [];
   let rows = 0;
   let n = 0;
+  let first = { cpu: process.cpuUsage(), main: Number.NaN, worker: Number.NaN };
   for (;;) {
     const ta = performance.now();
     const r = await it.next();
     const tb = performance.now();
     if (r.done) break;
-    if (n === 0) tFirst = tb;
-    else {
+    if (n === 0) {
+      first = { cpu: process.cpuUsage(), main: procCpuMs(process.pid, process.pid), worker: workerPid ? procCpuMs(workerPid) : Number.NaN };
+      tFirst = performance.now();
+    } else {
       stall += tb - ta;
       waits.push(tb - ta);
     }
@@ -224,7 +235,12 @@ async function epoch(label: string, ds: Dataset, epochNo: number, prefetch: numb
   const tEnd = performance.now();
   const st = stream.stats();
   const cpu = process.cpuUsage(cpu0);
+  const cpuAfterFirst = process.cpuUsage(first.cpu);
+  const mainCpuAfterFirstMs = procCpuMs(process.pid, process.pid) - first.main;
   return {
+    mainCpuAfterFirstMs,
+    otherCpuAfterFirstMs: (cpuAfterFirst.user + cpuAfterFirst.system) / 1000 - mainCpuAfterFirstMs,
+    workerCpuAfterFirstMs: workerPid ? procCpuMs(workerPid) - first.worker : 0,
     cpuMs: (cpu.user + cpu.system) / 1000,
     workerCpuMs: workerPid ? procCpuMs(workerPid) - wcpu0 : Number.NaN,
     label,
@@ -299,7 +315,27 @@ function summarize(runs: EpochRun[]): Record<string, number> {
     stepTotalMs: m((r) => r.stepTotalMs),
     waitP50Ms: m((r) => r.waitP50Ms),
     waitP99Ms: m((r) => r.waitP99Ms),
+    mainCpuAfterFirstMs: m((r) => r.mainCpuAfterFirstMs),
+    otherCpuAfterFirstMs: m((r) => r.otherCpuAfterFirstMs),
+    workerCpuAfterFirstMs: m((r) => r.workerCpuAfterFirstMs),
+    stepSharePct: m((r) => (100 * r.batches * r.stepMs) / r.epochAfterFirstMs),
+    stepShareCeilingPct: m((r) => stepShareCeiling(r) * 100),
   };
+}
+
+/**
+ * The largest share of the epoch (after batch 0) the steps can have on this machine's
+ * cores, given the CPU everything else used: the steps need S = batches × step of one
+ * thread; the loader's other threads and the cache worker used O; K cores give at most
+ * K × E, so E >= (S + O) / K and S / E <= K × S / (S + O). O leaves out the training
+ * thread's own share of next() (it is not separable from its steps here), so this
+ * ceiling is on the generous side. A stall of at most 2 % needs a share of at least 98 %.
+ */
+function stepShareCeiling(r: EpochRun): number {
+  const steps = r.batches * r.stepMs;
+  const other = r.otherCpuAfterFirstMs + r.workerCpuAfterFirstMs;
+  if (!(steps > 0) || !Number.isFinite(other)) return Number.NaN;
+  return Math.min(1, (machineInfo().cpus * steps) / (steps + other));
 }
 
 async function main(): Promise<void> {
@@ -450,7 +486,7 @@ async function main(): Promise<void> {
     const stallMet = (granaryNone.stallPct ?? 100) <= 2;
     out.stall = { decodePerBatchMs: dec.perBatchMs, decodeTotalMs: dec.totalMs, stepMs, summary: stallS, target: 2, metSequential: stallMet, metBufferShuffle: (granaryBuffer.stallPct ?? 100) <= 2, runs: stallRuns };
     const stallTable = markdownTable(
-      ['loader', 'epoch ms', 'first batch ms', 'steps ms (measured)', 'stall after 1st batch ms', 'stall %', 'all waits incl. 1st batch, % of epoch', 'per-batch wait p50 / p99 ms', 'CPU ms: loader process / cache worker', 'assemble ms'],
+      ['loader', 'epoch ms', 'first batch ms', 'steps ms (measured)', 'stall after 1st batch ms', 'stall %', 'all waits incl. 1st batch, % of epoch', 'per-batch wait p50 / p99 ms', 'CPU ms: loader process / cache worker', 'assemble ms', 'CPU ms after 1st batch: training thread / other loader threads / cache worker', "steps' share of the epoch: measured / ceiling from CPU"],
       Object.entries(stallS).map(([name, x]) => [
         name,
         fmt(x.wallMs ?? 0, 0),
@@ -462,11 +498,13 @@ async function main(): Promise<void> {
         `${fmt(x.waitP50Ms ?? 0, 3)} / ${fmt(x.waitP99Ms ?? 0, 2)}`,
         `${fmt(x.cpuMs ?? 0, 0)} / ${fmt(x.workerCpuMs ?? 0, 0)}`,
         fmt(x.assembleMs ?? 0, 0),
+        `${fmt(x.mainCpuAfterFirstMs ?? 0, 0)} / ${fmt(x.otherCpuAfterFirstMs ?? 0, 0)} / ${fmt(x.workerCpuAfterFirstMs ?? 0, 0)}`,
+        `${fmt(x.stepSharePct ?? 0, 1)} / ${fmt(x.stepShareCeilingPct ?? 0, 1)} %`,
       ]),
-      ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
+      ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
     );
     md.push(
-      `### 2. Data stall with a simulated training step\n\nThrough the warm cache, ${threads} decode thread(s). Pure decode per batch, measured first by feeding the pool directly: ${fmt(dec.perBatchMs, 3)} ms; training step = ${args['step-ms'] !== undefined ? 'fixed by --step-ms at' : `${STEP_FACTOR} × that =`} ${fmt(stepMs, 3)} ms of CPU burnt on the main thread per batch (the event loop is blocked meanwhile, as a synchronous step blocks it). Stall = time the loop waited in \`next()\` after batch 0, as % of the epoch after batch 0; it includes all the loader's work on the main thread. With the loader thread (the default) that is taking a finished batch from a MessagePort and wrapping its buffers (shuffle 'buffer': gathered in the loader thread) or slicing a decoded row group the thread transferred (shuffle 'none'); on the main thread it is also the HTTP replies, Arrow IPC reads and gathering, which can only run while the loop waits. Naive: the main-thread pipeline with prefetch 0 (a partition's fetch starts when a batch needs it). Machine CPU available: ${machine.cpus} cores for the step, the loader's threads and the cache worker together. Each loader runs its epochs back to back, as a training loop does (the loader thread prepares each next epoch while the current one ends), after one lead-in epoch not counted; median of the ${STALL_RUNS} that follow. The issue's stall counts from the first batch on; the column after it also counts the wait for the first batch, which a training loop pays at every epoch boundary.\n\n${stallTable}\n\nTarget stall ≤ 2 %: ${stallMet ? 'met' : 'missed'} with shuffle 'none' (${fmt(granaryNone.stallPct ?? 0, 2)} %), ${(granaryBuffer.stallPct ?? 100) <= 2 ? 'met' : 'missed'} with shuffle 'buffer' (${fmt(granaryBuffer.stallPct ?? 0, 2)} %).`,
+      `### 2. Data stall with a simulated training step\n\nThrough the warm cache, ${threads} decode thread(s). Pure decode per batch, measured first by feeding the pool directly: ${fmt(dec.perBatchMs, 3)} ms; training step = ${args['step-ms'] !== undefined ? 'fixed by --step-ms at' : `${STEP_FACTOR} × that =`} ${fmt(stepMs, 3)} ms of CPU burnt on the main thread per batch (the event loop is blocked meanwhile, as a synchronous step blocks it). Stall = time the loop waited in \`next()\` after batch 0, as % of the epoch after batch 0; it includes all the loader's work on the main thread. With the loader thread (the default) that is taking a finished batch from a MessagePort and wrapping its buffers (shuffle 'buffer': gathered in the loader thread) or slicing a decoded row group the thread transferred (shuffle 'none'); on the main thread it is also the HTTP replies, Arrow IPC reads and gathering, which can only run while the loop waits. Naive: the main-thread pipeline with prefetch 0 (a partition's fetch starts when a batch needs it). Machine CPU available: ${machine.cpus} cores for the step, the loader's threads and the cache worker together. Each loader runs its epochs back to back, as a training loop does (the loader thread prepares each next epoch while the current one ends), after one lead-in epoch not counted; median of the ${STALL_RUNS} that follow. The issue's stall counts from the first batch on; the column after it also counts the wait for the first batch, which a training loop pays at every epoch boundary. The last column sets the steps' share of the epoch after batch 0 (batches × step ÷ epoch) beside the most these ${machine.cpus} cores allow, given the CPU the loader's other threads and the cache worker used in that epoch (O): ${machine.cpus} × S ÷ (S + O), S = batches × step. A stall of at most 2 % needs a share of at least 98 %. O leaves out the training thread's own part of next(), so the ceiling is generous.\n\n${stallTable}\n\nTarget stall ≤ 2 %: ${stallMet ? 'met' : 'missed'} with shuffle 'none' (${fmt(granaryNone.stallPct ?? 0, 2)} %), ${(granaryBuffer.stallPct ?? 100) <= 2 ? 'met' : 'missed'} with shuffle 'buffer' (${fmt(granaryBuffer.stallPct ?? 0, 2)} %).`,
     );
     console.log(`\n${md[md.length - 1]}\n`);
 
