@@ -2,7 +2,6 @@ import { move, transferableSymbol, valueSymbol } from 'piscina';
 import type { UnderFileSystem } from '../ufs/types.js';
 import { membershipKnown, ufsFromSpec } from './portable-fs.js';
 import { diffReadStats, readStatsOf } from './read-stats.js';
-import { FETCH_BUFFERS_KEPT, FetchBuffers } from './fetch-buffers.js';
 import { decodeParquet, type DecodedWithInputs, type FetchedDecode, type ParquetDecodeTask, type Piece } from './decode-parquet.js';
 
 /**
@@ -31,8 +30,6 @@ export default async function decode(task: ParquetDecodeTask): Promise<unknown> 
   try {
     const t = performance.now();
     const ipc = await decodeParquet(task);
-    // The decoder copied the chunks into its own memory: the next row group can be read into theirs.
-    if (fetched) buffers.give(task.pieces.map((p) => p.bytes.buffer));
     if (!fetched && task.returnInputs) {
       // Each buffer once (a buffer could back two pieces), none that is the output.
       const inputs = [...new Set(task.pieces.map((p) => p.bytes.buffer))].filter((b): b is ArrayBuffer => b instanceof ArrayBuffer && b !== ipc.buffer && b.byteLength > 0);
@@ -51,9 +48,6 @@ export default async function decode(task: ParquetDecodeTask): Promise<unknown> 
     return new Promise(() => {});
   }
 }
-
-/** Memory this thread reads its row groups' chunks into (`task.fetch`), reused from one row group to the next. */
-const buffers = new FetchBuffers(FETCH_BUFFERS_KEPT);
 
 /** This thread's clients, one per spec; they live as long as the thread. */
 const clients = new Map<string, UnderFileSystem>();
@@ -74,7 +68,7 @@ async function fetchPieces(
   const before = readStatsOf(fs);
   const t = performance.now();
   try {
-    const pieces = await Promise.all(f.ranges.map(async (r): Promise<Piece> => ({ offset: r.offset, bytes: await buffers.read(fs, r.url, r.offset, r.length, { etag: r.etag }) })));
+    const pieces = await Promise.all(f.ranges.map(async (r): Promise<Piece> => ({ offset: r.offset, bytes: await fs.read(r.url, r.offset, r.length, { etag: r.etag }) })));
     // The caller's decode deadline starts now.
     new Float64Array(f.done)[0] = Date.now();
     return { pieces, bytes: pieces.reduce((a, p) => a + p.bytes.byteLength, 0), fetchMs: performance.now() - t, stats: diffReadStats(readStatsOf(fs), before) };

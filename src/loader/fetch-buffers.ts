@@ -16,8 +16,6 @@
  * length, so a chunk takes the free buffer closest to its length.
  */
 
-import type { ReadOptions, UnderFileSystem } from '../ufs/types.js';
-
 interface Resizable extends ArrayBuffer {
   readonly resizable: boolean;
   readonly maxByteLength: number;
@@ -82,22 +80,6 @@ export class FetchBuffers {
       buf = new (ArrayBuffer as unknown as ResizableCtor)(length, { maxByteLength: Math.ceil((length * 1.25) / MiB) * MiB });
     }
     return new Uint8Array(buf, 0, length);
-  }
-
-  /**
-   * `fs.read` into a buffer from here when the range is long enough (the adapter may
-   * return memory of its own instead; then the buffer goes back at once).
-   */
-  async read(fs: UnderFileSystem, url: string, offset: number, length: number, options: Omit<ReadOptions, 'into'> = {}): Promise<Uint8Array> {
-    const into = this.take(length);
-    try {
-      const bytes = await fs.read(url, offset, length, { ...options, into });
-      if (into && bytes !== into) this.give([into.buffer]);
-      return bytes;
-    } catch (err) {
-      if (into) this.give([into.buffer]);
-      throw err;
-    }
   }
 
   /** Buffers back from a decode thread (or unused): kept for the next `take` while there is room. */

@@ -117,7 +117,18 @@ export class ParquetSource implements PartitionSource {
       return { decodedInThread: done } satisfies RemoteFetched;
     }
     return Promise.all(
-      this.ranges(p).map(async (r): Promise<Piece> => ({ offset: r.offset, bytes: await this.buffers.read(this.fs, r.url, r.offset, r.length, { etag: r.etag, signal }) })),
+      this.ranges(p).map(async (r): Promise<Piece> => {
+        const into = this.buffers.take(r.length);
+        try {
+          const bytes = await this.fs.read(r.url, r.offset, r.length, { etag: r.etag, signal, into });
+          // An adapter that returned memory of its own left `into` unused.
+          if (into && bytes !== into) this.buffers.give([into.buffer]);
+          return { offset: r.offset, bytes };
+        } catch (err) {
+          if (into) this.buffers.give([into.buffer]);
+          throw err;
+        }
+      }),
     );
   }
 
