@@ -239,14 +239,14 @@ export class CacheClient implements UnderFileSystem {
 
   async read(url: string, offset: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
     this.#check(url, options.signal);
-    checkRange(url, offset, length, options.into);
-    if (options.etag !== undefined) return this.#readVersion(url, offset, length, options.etag, options.signal, undefined, options.into);
+    checkRange(url, offset, length);
+    if (options.etag !== undefined) return this.#readVersion(url, offset, length, options.etag, options.signal);
     // No version given: read the current one, and if it changes under us, start
     // over on the new version (a few times), so the result never mixes two versions.
     for (let attempt = 1; ; attempt++) {
       const info = await this.stat(url, options);
       try {
-        return await this.#readVersion(url, offset, length, info.etag, options.signal, info.size, options.into);
+        return await this.#readVersion(url, offset, length, info.etag, options.signal, info.size);
       } catch (err) {
         if (!isGranaryError(err) || err.code !== ErrorCodes.VERSION_CHANGED || attempt >= VERSION_RETRIES) throw err;
         this.#meta.invalidate(url);
@@ -394,16 +394,16 @@ export class CacheClient implements UnderFileSystem {
     return parts;
   }
 
-  async #readVersion(url: string, offset: number, length: number, etag: string, signal: AbortSignal | undefined, size?: number, into?: Uint8Array): Promise<Uint8Array> {
+  async #readVersion(url: string, offset: number, length: number, etag: string, signal: AbortSignal | undefined, size?: number): Promise<Uint8Array> {
     if (length === 0) {
-      if (size !== undefined && offset <= size) return into ?? new Uint8Array(0);
+      if (size !== undefined && offset <= size) return new Uint8Array(0);
       return this.#storeRead(url, offset, 0, etag, signal);
     }
     if (this.#opts.localCache) return this.#readViaLocal(url, offset, length, etag, signal);
     // Memory of its own (never Buffer's shared pool, which serves allocations under 4 KiB:
     // a view at the pool's start made concurrent small reads overwrite each other), and
     // exactly `length` long, so a caller may transfer it to another thread without a copy.
-    const out = into ?? new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length);
+    const out = new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length);
     const parts = this.#parts(offset, length, this.#partSize);
     await Promise.all(parts.map((p) => this.#readPart(url, etag, p, out, p.offset - offset, signal)));
     return out;

@@ -31,11 +31,6 @@ export interface ParquetDecodeTask {
   /** Only decode the schema. */
   schemaOnly?: boolean | undefined;
   /**
-   * Hand the pieces' buffers back with the result (`DecodedWithInputs`), so that the
-   * caller can read the next row group into the same memory (see fetch-buffers.ts).
-   */
-  returnInputs?: boolean | undefined;
-  /**
    * Read the pieces in the decode thread instead (`pieces` is then empty): through a
    * client rebuilt from `fs`, one per thread and spec. See `FetchedDecode`.
    */
@@ -48,12 +43,6 @@ export interface FetchRange {
   etag: string | undefined;
   offset: number;
   length: number;
-}
-
-/** What a decode thread answers for a task with `returnInputs`: the IPC bytes and the pieces' buffers, both moved. */
-export interface DecodedWithInputs {
-  ipc: Uint8Array;
-  inputs: ArrayBuffer[];
 }
 
 /** What a decode thread that read its own bytes answers. */

@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import PQueue from 'p-queue';
 import { Piscina } from 'piscina';
 import { ClosedError, DecodeError, InternalError, InvalidArgumentError, TimeoutError, errorFromCode, isGranaryError } from '../errors.js';
-import type { DecodedWithInputs, FetchRange, FetchedDecode, ParquetDecodeTask } from './decode-parquet.js';
+import type { FetchRange, FetchedDecode, ParquetDecodeTask } from './decode-parquet.js';
 import type { UfsSpec } from './portable-fs.js';
 import type { DatasetReadStats } from './read-stats.js';
 
@@ -79,16 +79,12 @@ export class DecodePool {
   /**
    * Decode one row group (or a schema) to Arrow IPC stream bytes. Failures are DecodeErrors
    * naming the file. Among tasks waiting for a thread, a higher `priority` goes first
-   * (default 0), then the one asked for first. With `recycle`, the thread hands the
-   * pieces' buffers back after decoding and `recycle` gets them (not when it fails).
+   * (default 0), then the one asked for first.
    */
-  async decode(task: ParquetDecodeTask, transfer: ArrayBuffer[], signal?: AbortSignal, priority = 0, recycle?: (inputs: ArrayBuffer[]) => void): Promise<Uint8Array> {
-    const out = await this.#run({ ...task, returnInputs: recycle !== undefined }, transfer, undefined, signal, undefined, priority);
-    if (out instanceof Uint8Array) return out;
-    const withInputs = out as DecodedWithInputs | undefined;
-    if (!(withInputs?.ipc instanceof Uint8Array)) throw new DecodeError(`Decoder returned no bytes for ${task.url}`, { url: task.url });
-    recycle?.(withInputs.inputs);
-    return withInputs.ipc;
+  async decode(task: ParquetDecodeTask, transfer: ArrayBuffer[], signal?: AbortSignal, priority = 0): Promise<Uint8Array> {
+    const out = await this.#run(task, transfer, undefined, signal, undefined, priority);
+    if (!(out instanceof Uint8Array)) throw new DecodeError(`Decoder returned no bytes for ${task.url}`, { url: task.url });
+    return out;
   }
 
   /**

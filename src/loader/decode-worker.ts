@@ -2,7 +2,7 @@ import { move, transferableSymbol, valueSymbol } from 'piscina';
 import type { UnderFileSystem } from '../ufs/types.js';
 import { membershipKnown, ufsFromSpec } from './portable-fs.js';
 import { diffReadStats, readStatsOf } from './read-stats.js';
-import { decodeParquet, type DecodedWithInputs, type FetchedDecode, type ParquetDecodeTask, type Piece } from './decode-parquet.js';
+import { decodeParquet, type FetchedDecode, type ParquetDecodeTask, type Piece } from './decode-parquet.js';
 
 /**
  * Piscina worker entry: decodes one row group to Arrow IPC bytes and moves them back.
@@ -30,12 +30,6 @@ export default async function decode(task: ParquetDecodeTask): Promise<unknown> 
   try {
     const t = performance.now();
     const ipc = await decodeParquet(task);
-    if (!fetched && task.returnInputs) {
-      // Each buffer once (a buffer could back two pieces), none that is the output.
-      const inputs = [...new Set(task.pieces.map((p) => p.bytes.buffer))].filter((b): b is ArrayBuffer => b instanceof ArrayBuffer && b !== ipc.buffer && b.byteLength > 0);
-      const value: DecodedWithInputs = { ipc, inputs };
-      return move({ [transferableSymbol]: [ipc.buffer, ...inputs], [valueSymbol]: value });
-    }
     if (!fetched) return move(ipc);
     const { bytes, fetchMs, stats } = fetched;
     const value: FetchedDecode = { ipc, bytes, fetchMs, decodeMs: performance.now() - t, stats };

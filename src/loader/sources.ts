@@ -4,7 +4,6 @@ import { CorruptDataError, DecodeError, InvalidArgumentError, UnknownColumnError
 import type { FileInfo, UnderFileSystem } from '../ufs/types.js';
 import type { ArrowFileMeta } from './arrow-file.js';
 import type { DecodePool } from './decode-pool.js';
-import { FETCH_BUFFERS_KEPT, FetchBuffers } from './fetch-buffers.js';
 import type { FetchedDecode, ParquetDecodeTask, Piece } from './decode-parquet.js';
 import { ufsSpecOf, type UfsSpec } from './portable-fs.js';
 import { addReadStats, type DatasetReadStats } from './read-stats.js';
@@ -57,8 +56,6 @@ export class ParquetSource implements PartitionSource {
     readonly columns: readonly string[] | undefined,
     readonly pool: () => DecodePool,
     readonly fetchInDecoder = true,
-    /** Memory the column chunks read here are read into, back from the decode threads for the next ones. */
-    readonly buffers = new FetchBuffers(FETCH_BUFFERS_KEPT),
   ) {
     this.remote = fetchInDecoder ? ufsSpecOf(fs) : undefined;
     for (const file of files) {
@@ -117,18 +114,7 @@ export class ParquetSource implements PartitionSource {
       return { decodedInThread: done } satisfies RemoteFetched;
     }
     return Promise.all(
-      this.ranges(p).map(async (r): Promise<Piece> => {
-        const into = this.buffers.take(r.length);
-        try {
-          const bytes = await this.fs.read(r.url, r.offset, r.length, { etag: r.etag, signal, into });
-          // An adapter that returned memory of its own left `into` unused.
-          if (into && bytes !== into) this.buffers.give([into.buffer]);
-          return { offset: r.offset, bytes };
-        } catch (err) {
-          if (into) this.buffers.give([into.buffer]);
-          throw err;
-        }
-      }),
+      this.ranges(p).map(async (r): Promise<Piece> => ({ offset: r.offset, bytes: await this.fs.read(r.url, r.offset, r.length, { etag: r.etag, signal }) })),
     );
   }
 
@@ -144,13 +130,11 @@ export class ParquetSource implements PartitionSource {
     if (isRemoteFetched(fetched)) ipc = fetched.decodedInThread.ipc;
     else {
       const pieces = (fetched as Piece[]).map((x) => ({ offset: x.offset, bytes: ownedBytes(x.bytes) }));
-      const pooled = pieces.some((x) => (x.bytes.buffer as { resizable?: boolean }).resizable === true);
       ipc = await this.pool().decode(
         { ...this.#task(p), pieces },
         pieces.map((x) => x.bytes.buffer as ArrayBuffer),
         signal,
         priority,
-        pooled ? (inputs) => this.buffers.give(inputs) : undefined,
       );
     }
     const table = tableFromIPC(ipc);

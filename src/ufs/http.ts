@@ -295,7 +295,7 @@ export class HttpUfs implements StoreAdapter {
 
   async read(url: string, offset: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
     const u = this.#parse(url, options);
-    checkRange(url, offset, length, options.into);
+    checkRange(url, offset, length);
     const expected = options.etag;
     if (length === 0) {
       // No byte range can ask for nothing; the object's size (and version) come from a HEAD.

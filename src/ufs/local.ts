@@ -125,7 +125,7 @@ export class LocalUfs implements StoreAdapter {
 
   async read(url: string, offset: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
     const p = this.#pathOf(url, options);
-    checkRange(url, offset, length, options.into);
+    checkRange(url, offset, length);
     this.#counter.count('get');
     let fh: FileHandle | undefined;
     try {
@@ -145,7 +145,7 @@ export class LocalUfs implements StoreAdapter {
           url,
         });
       }
-      const out = options.into ?? new Uint8Array(length);
+      const out = new Uint8Array(length);
       let done = 0;
       while (done < length) {
         throwIfAborted(options.signal);

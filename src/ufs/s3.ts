@@ -374,7 +374,7 @@ export class S3Ufs implements StoreAdapter {
 
   async read(url: string, offset: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
     const loc = this.#open(url);
-    checkRange(url, offset, length, options.into);
+    checkRange(url, offset, length);
     throwIfAborted(options.signal);
     const wanted = options.etag;
     if (length === 0) {
@@ -385,11 +385,12 @@ export class S3Ufs implements StoreAdapter {
       if (offset > info.size) {
         throw new RangeNotSatisfiableError(`Range ${offset}+0 is past the end of ${url} (size ${info.size})`, { url });
       }
-      return options.into ?? new Uint8Array(0);
+      return new Uint8Array(0);
     }
     // allocUnsafeSlow: not from Buffer's shared pool, so the result owns its ArrayBuffer
     // (cheap to transfer to a worker thread); every byte is overwritten below.
-    const out = options.into ?? new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length);
+    const buf = Buffer.allocUnsafeSlow(length);
+    const out = new Uint8Array(buf.buffer, buf.byteOffset, length);
     if (length <= this.#partSize) {
       await this.#readPart(url, loc, offset, out, wanted === undefined ? undefined : normalizeEtag(wanted), options.signal);
       return out;

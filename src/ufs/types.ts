@@ -30,14 +30,6 @@ export interface ReadOptions extends OpOptions {
    * `GRANARY_ERR_VERSION_CHANGED` (S3 sends `If-Match`; local files compare size and mtime).
    */
   etag?: string | undefined;
-  /**
-   * A buffer of exactly `length` bytes to read into, so that a caller can reuse memory
-   * instead of having every read allocate (for large reads, fresh memory costs a page
-   * fault per 4 KiB when first written: more than the copy). The local, S3, in-memory and
-   * cache clients read into it and return it; any adapter may instead return a buffer of
-   * its own, so use the returned bytes. The wrong size is `GRANARY_ERR_INVALID_ARGUMENT`.
-   */
-  into?: Uint8Array | undefined;
 }
 
 /** Bytes to write: a buffer, or a stream of chunks (written as a multipart upload on S3). */

@@ -50,11 +50,7 @@ export function formatS3Url(bucket: string, key: string): string {
  * Validate a byte range. Offsets and lengths are non-negative safe integers; the
  * message names the URL and the values that came in.
  */
-export function checkRange(url: string, offset: number, length: number, into?: Uint8Array): void {
-  if (into !== undefined && (!(into instanceof Uint8Array) || into.byteLength !== length)) {
-    const got = into instanceof Uint8Array ? `${into.byteLength} bytes` : typeof into;
-    throw new InvalidArgumentError(`Expected \`into\` to be a Uint8Array of exactly \`length\` = ${String(length)} bytes, got ${got}, reading ${url}`, { url });
-  }
+export function checkRange(url: string, offset: number, length: number): void {
   if (!Number.isSafeInteger(offset) || offset < 0) {
     throw new InvalidArgumentError(`Expected \`offset\` to be an integer from 0 and up, got \`${offset}\` (${typeof offset}) reading ${url}`, {
       url,

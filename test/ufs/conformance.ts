@@ -53,8 +53,6 @@ export interface ConformanceCapabilities {
   buckets: boolean;
   /** The store checks credentials (`badCredentials` is given). */
   credentials: boolean;
-  /** `read` with `into` reads into that buffer and returns it (other adapters may return their own). */
-  readsInto: boolean;
 }
 
 export function describeConformance(
@@ -142,29 +140,6 @@ export function describeConformance(
       ] as const) {
         expect(await codeOf(b.ufs.read(u, off, len))).toBe('GRANARY_ERR_INVALID_ARGUMENT');
       }
-    });
-
-    it('reads into a buffer the caller gives, and rejects one of the wrong size', async (ctx) => {
-      if (skip) return ctx.skip();
-      const u = url('data/big.bin');
-      for (const [off, len] of [
-        [0, 4096],
-        [1_000_003, 777_777],
-        [0, big.byteLength],
-        [big.byteLength, 0],
-      ] as const) {
-        // A view 8 bytes into a zeroed buffer 16 bytes longer: nothing outside it may change.
-        const backing = new ArrayBuffer(len + 16);
-        const into = new Uint8Array(backing, 8, len);
-        const got = await b.ufs.read(u, off, len, { into });
-        expect(Buffer.from(got).equals(big.subarray(off, off + len))).toBe(true);
-        if (caps.readsInto) expect(got).toBe(into);
-        const whole = new Uint8Array(backing);
-        expect([...whole.subarray(0, 8), ...whole.subarray(8 + len)].every((x) => x === 0)).toBe(true);
-      }
-      expect(await codeOf(b.ufs.read(u, 0, 10, { into: new Uint8Array(9) }))).toBe('GRANARY_ERR_INVALID_ARGUMENT');
-      expect(await codeOf(b.ufs.read(u, 0, 10, { into: new Uint8Array(11) }))).toBe('GRANARY_ERR_INVALID_ARGUMENT');
-      expect(await codeOf(b.ufs.read(u, 0, 10, { into: [1, 2] as unknown as Uint8Array }))).toBe('GRANARY_ERR_INVALID_ARGUMENT');
     });
 
     it('reports missing objects as GRANARY_ERR_NOT_FOUND naming the URL', async (ctx) => {

@@ -17,7 +17,7 @@ async function collect(it: AsyncIterable<FileInfo>): Promise<FileInfo[]> {
   return out;
 }
 
-describeConformance('local files', { writable: true, buckets: false, credentials: false, readsInto: true }, async () => {
+describeConformance('local files', { writable: true, buckets: false, credentials: false }, async () => {
   const root = await mkdtemp(join(tmpdir(), 'granary-local-conf-'));
   const ufs = new LocalUfs({ root, fsync: false });
   return {
@@ -33,7 +33,7 @@ describeConformance('local files', { writable: true, buckets: false, credentials
 });
 
 // The same suite through the scheme router, as `createUfs()` users meet it.
-describeConformance('local files through createUfs', { writable: true, buckets: false, credentials: false, readsInto: true }, async () => {
+describeConformance('local files through createUfs', { writable: true, buckets: false, credentials: false }, async () => {
   const root = await mkdtemp(join(tmpdir(), 'granary-router-conf-'));
   const ufs = createUfs({ file: { root, fsync: false } });
   return {

@@ -6,7 +6,7 @@ import { describeConformance } from './conformance.js';
 const reason = swiftUnavailableReason();
 const available = requireOrSkip('OpenStack Swift', reason === undefined, reason ?? '');
 
-describeConformance('s3 (OpenStack Swift s3api)', { writable: true, buckets: true, credentials: true, readsInto: true }, async () => {
+describeConformance('s3 (OpenStack Swift s3api)', { writable: true, buckets: true, credentials: true }, async () => {
   if (!available) return undefined;
   const swift = await startSwift({ buckets: ['conformance'] });
   if (!swift) return undefined;

@@ -6,7 +6,7 @@ import { S3Ufs, type S3UfsOptions } from '../../src/ufs/s3.js';
 import { startS3rver, type S3rverHandle } from '../support/s3rver.js';
 import { describeConformance } from './conformance.js';
 
-describeConformance('s3 (s3rver)', { writable: true, buckets: true, credentials: true, readsInto: true }, async () => {
+describeConformance('s3 (s3rver)', { writable: true, buckets: true, credentials: true }, async () => {
   const s3 = await startS3rver({ buckets: ['conformance'] });
   const options: S3UfsOptions = {
     endpoint: s3.endpoint,
