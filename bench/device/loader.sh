@@ -10,7 +10,7 @@ mkdir -p "$OUT"
 one() { # one <name> <bench/loader.ts options>
   local name=$1; shift
   echo "=== $name: $*"
-  timeout 170 bash bench/device/run.sh bench/loader.ts --skip-rss --runs 3 --stall-runs 2 "$@" > "$OUT/$name.log" 2>&1
+  timeout 140 bash bench/device/run.sh bench/loader.ts --skip-rss --runs 3 --stall-runs 2 "$@" > "$OUT/$name.log" 2>&1
   echo "rc=$?"
   grep -E "^\| (granary|warm|pure decode: bytes in memory \(local)|= \*\*|decode per batch" "$OUT/$name.log" | cut -c1-220
 }
