@@ -1,4 +1,4 @@
-import type { Data} from 'apache-arrow';
+import type { Data } from 'apache-arrow';
 import { Field, Int32, RecordBatch, Schema, Struct, makeData } from 'apache-arrow';
 
 /**

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import type { RecordBatch} from 'apache-arrow';
+import type { RecordBatch } from 'apache-arrow';
 import { Data, Struct, type Schema } from 'apache-arrow';
 import { Piscina } from 'piscina';
 import { ClosedError, InternalError, errorFromCode } from '../errors.js';

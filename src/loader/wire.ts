@@ -1,5 +1,5 @@
 import { Data, DataType, Table, UnionMode, tableFromIPC, tableToIPC } from 'apache-arrow';
-import type { Schema, Struct , RecordBatch} from 'apache-arrow';
+import type { RecordBatch, Schema, Struct } from 'apache-arrow';
 import { wrapBatch } from './record-batch.js';
 
 /**
