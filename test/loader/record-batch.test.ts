@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { Data} from 'apache-arrow';
+import type { Data } from 'apache-arrow';
 import { Field, FixedSizeBinary, Float32, Int64, RecordBatch, Schema, Struct, Table, Utf8, makeData, tableFromIPC, tableToIPC, vectorFromArray } from 'apache-arrow';
 import { FAST_WRAP, wrapBatch } from '../../src/loader/record-batch.js';
 
