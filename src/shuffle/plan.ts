@@ -217,20 +217,27 @@ export class EpochPlan implements RankPlan {
     this.partitionOrder = partitionOrder;
   }
 
-  /** Rows [from, to) of the plan, one entry each. */
-  #fill(from: number, to: number): BatchRows {
-    const parts = new Int32Array(to - from);
-    const rows = new Int32Array(to - from);
+  /**
+   * Calls `f` for each stretch of the plan's rows [from, to) that is one run of the
+   * order: global-order positions [pos, pos + n), starting at plan row `j`.
+   */
+  #eachSpan(from: number, to: number, f: (pos: number, n: number, j: number) => void): void {
     const offsets = this.#runOffsets;
     let j = from;
     let k = j < to ? floorIndex(offsets, j) : 0;
     while (j < to) {
       while (offsets[k + 1]! <= j) k++;
       const n = Math.min(to, offsets[k + 1]!) - j;
-      const pos = this.#runStarts[k]! + (j - offsets[k]!);
-      this.#order.fill(pos, pos + n, parts, rows, j - from);
+      f(this.#runStarts[k]! + (j - offsets[k]!), n, j);
       j += n;
     }
+  }
+
+  /** Rows [from, to) of the plan, one entry each. */
+  #fill(from: number, to: number): BatchRows {
+    const parts = new Int32Array(to - from);
+    const rows = new Int32Array(to - from);
+    this.#eachSpan(from, to, (pos, n, j) => this.#order.fill(pos, pos + n, parts, rows, j - from));
     return { partitions: parts, rows };
   }
 
@@ -239,17 +246,15 @@ export class EpochPlan implements RankPlan {
    * the plan's rows [from, to), in order, with the plan row `j` it starts at.
    */
   #eachRun(from: number, to: number, f: (run: { partition: number; row: number; count: number }, j: number) => void): void {
-    const runAt = this.#order.runAt!.bind(this.#order);
-    const offsets = this.#runOffsets;
-    let j = from;
-    let k = j < to ? floorIndex(offsets, j) : 0;
-    while (j < to) {
-      while (offsets[k + 1]! <= j) k++;
-      const run = runAt(this.#runStarts[k]! + (j - offsets[k]!));
-      run.count = Math.min(run.count, Math.min(to, offsets[k + 1]!) - j);
-      f(run, j);
-      j += run.count;
-    }
+    const order = this.#order as Required<GlobalOrder>;
+    this.#eachSpan(from, to, (pos, n, j) => {
+      for (let done = 0; done < n; ) {
+        const run = order.runAt(pos + done);
+        run.count = Math.min(run.count, n - done);
+        f(run, j + done);
+        done += run.count;
+      }
+    });
   }
 
   firstUse(partition: number): number {
