@@ -1,5 +1,8 @@
 import { InvalidArgumentError } from '../errors.js';
+import { checkInt, show } from '../util/validate.js';
 import { PARQUET_CODECS, type ParquetCodec, type ParquetGenOptions } from './types.js';
+
+export { checkInt, show };
 
 export const DEFAULT_SEED = 42;
 export const DEFAULT_ROW_GROUP_ROWS = 65_536;
@@ -17,29 +20,6 @@ export interface ResolvedTableOptions {
   embeddingBytes: number;
   seed: number;
   codec: ParquetCodec;
-}
-
-/**
- * Check an integer option and name it and what came in, so a CLI flag and an API
- * option fail the same way.
- */
-export function checkInt(name: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
-    const range = max === Number.MAX_SAFE_INTEGER ? `from ${min} and up` : `from ${min} to ${max}`;
-    throw new InvalidArgumentError(`Expected \`${name}\` to be an integer ${range}, got \`${show(value)}\` (${typeof value})`);
-  }
-  return value;
-}
-
-/** A value as it came in, for an error message. */
-export function show(value: unknown): string {
-  if (typeof value === 'string') return value;
-  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint' || value === undefined || value === null) return String(value);
-  try {
-    return JSON.stringify(value) ?? typeof value;
-  } catch {
-    return typeof value;
-  }
 }
 
 export function checkSeed(value: unknown): number {
