@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { tableFromIPC, type Schema } from 'apache-arrow';
 import PQueue from 'p-queue';
-import { ClosedError, InvalidArgumentError, SchemaMismatchError } from '../errors.js';
+import { ClosedError, InvalidArgumentError, SchemaMismatchError, throwIfAborted } from '../errors.js';
 import { planBatchCount, planEpoch, resumeInput, parseResumeState } from '../shuffle/index.js';
 import type { EpochPlanInput, ShuffleMode } from '../shuffle/types.js';
 import type { FileInfo, UnderFileSystem } from '../ufs/types.js';
@@ -14,6 +14,8 @@ import { ufsSpecOf } from './portable-fs.js';
 import { addReadStats, sourceReadStats, type DatasetReadStats } from './read-stats.js';
 import { PipelineStream, type BatchStream, type LoaderState, type PartitionSource } from './stream.js';
 import { LoaderThread } from './thread-stream.js';
+import { linkedController } from './signals.js';
+import { checkInt, optionalInt } from '../util/validate.js';
 
 export interface DatasetOptions {
   /** Where every read goes: a store adapter, the UFS router or a `CacheClient`. */
@@ -133,11 +135,29 @@ const DEFAULT_PREFETCH_BYTES = 256 * 1024 * 1024;
 /** Finished batches the loader thread may hold for the consumer beyond the one it is training on. */
 const READY_BATCHES = 8;
 
-function checkInt(name: string, v: unknown, min: number): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
-    throw new InvalidArgumentError(`Expected \`${name}\` to be an integer from ${min} and up, got \`${String(v)}\` (${typeof v})`);
+/**
+ * Run the opening of a dataset (listing, footers, the schema) under a signal of its own:
+ * the caller's abort rejects with `signal.reason`, and the first failure stops the reads
+ * still queued or running.
+ */
+async function opening<T>(signal: AbortSignal | undefined, open: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  throwIfAborted(signal);
+  const { controller, dispose } = linkedController(signal);
+  try {
+    return await open(controller.signal);
+  } catch (err) {
+    const reason: unknown = signal?.aborted ? signal.reason : err;
+    controller.abort(reason);
+    throw reason;
+  } finally {
+    dispose();
   }
-  return v;
+}
+
+/** Options of a call that only reads: `ds.readStats()`. */
+export interface CallOptions {
+  /** Abort the call: it rejects with `signal.reason`. */
+  signal?: AbortSignal | undefined;
 }
 
 /** Files of a source: a prefix URL (listed, recursively; names starting with `_` or `.` skipped) or a list of URLs. */
@@ -172,6 +192,9 @@ export class Dataset {
   #threads: number | undefined;
   readonly #streams = new Set<BatchStream>();
   #closed = false;
+  #closing: Promise<void> | undefined;
+  /** Pools of an earlier `decodeThreads`, still ending: `close()` waits for them. */
+  readonly #retiring = new Set<Promise<void>>();
   readonly #sharedPool: boolean;
   /** Undefined when streams run on the calling thread; created on the first `batches()`. */
   #thread: LoaderThread | undefined | false;
@@ -195,7 +218,11 @@ export class Dataset {
 
   /** Parquet files under a prefix URL, or a list of URLs: partitions are row groups. */
   static async parquet(source: string | readonly string[], options: DatasetOptions): Promise<Dataset> {
-    const { fs, columns, signal } = options;
+    return opening(options.signal, (signal) => Dataset.#openParquet(source, options, signal));
+  }
+
+  static async #openParquet(source: string | readonly string[], options: DatasetOptions, signal: AbortSignal): Promise<Dataset> {
+    const { fs, columns } = options;
     const { files } = await resolveFiles(fs, source, signal);
     const q = new PQueue({ concurrency: 8 });
     const metas = await Promise.all(
@@ -252,7 +279,11 @@ export class Dataset {
 
   /** Arrow IPC files (the file format, with a footer): partitions are record batches. */
   static async arrow(source: string | readonly string[], options: DatasetOptions): Promise<Dataset> {
-    const { fs, columns, signal } = options;
+    return opening(options.signal, (signal) => Dataset.#openArrow(source, options, signal));
+  }
+
+  static async #openArrow(source: string | readonly string[], options: DatasetOptions, signal: AbortSignal): Promise<Dataset> {
+    const { fs, columns } = options;
     const { files } = await resolveFiles(fs, source, signal);
     const q = new PQueue({ concurrency: 8 });
     const metas = await Promise.all(files.map((f) => q.add(() => readArrowFile(fs, f, signal), { signal })));
@@ -285,8 +316,8 @@ export class Dataset {
    * where `key` is the URL relative to the prefix (the full URL for a list of URLs).
    */
   static async files(source: string | readonly string[], options: FilesDatasetOptions): Promise<Dataset> {
-    const per = checkInt('filesPerPartition', options.filesPerPartition ?? 64, 1);
-    const { files, prefix } = await resolveFiles(options.fs, source, options.signal);
+    const per = optionalInt('filesPerPartition', options.filesPerPartition, 64, 1);
+    const { files, prefix } = await opening(options.signal, (signal) => resolveFiles(options.fs, source, signal));
     const src = new FilesSource(options.fs, files, prefix, per, options.columns);
     const partitions = src.groups.map((g, index) => ({ index, url: g.files[0]?.url ?? '', rows: g.files.length, bytes: g.bytes }));
     return new Dataset(src, partitions, undefined, undefined, false, options.loaderThread);
@@ -340,7 +371,10 @@ export class Dataset {
       if (options.decodeThreads !== this.#threads && this.#streams.size === 0 && this.#pool && !this.#sharedPool) {
         const old = this.#pool;
         this.#pool = undefined;
-        void old.close();
+        const gone: Promise<void> = old.close().then(() => {
+          this.#retiring.delete(gone);
+        });
+        this.#retiring.add(gone);
       }
       this.#threads = options.decodeThreads;
       if (this.#thread) this.#thread.setDecodeThreads(options.decodeThreads);
@@ -411,24 +445,51 @@ export class Dataset {
   /**
    * What the dataset's store clients did so far: `fs` itself (opening the dataset, and
    * every read when streams run on this thread) plus the loader thread's copy of it.
+   * Rejects with `GRANARY_ERR_CLOSED` once the dataset is closed.
    */
-  async readStats(): Promise<DatasetReadStats> {
+  async readStats(options: CallOptions = {}): Promise<DatasetReadStats> {
+    if (this.#closed) throw new ClosedError('Dataset is closed');
+    throwIfAborted(options.signal);
     const own = sourceReadStats(this.#source);
-    const thread = this.#thread ? await this.#thread.readStats() : undefined;
+    const thread = this.#thread ? await this.#thread.readStats({ signal: options.signal }) : undefined;
     return thread ? addReadStats(own, thread) : own;
   }
 
-  /** Cancel running streams and end the decode pool. Idempotent. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  /**
+   * Close every running stream (a waiting `next()`, and any later one, rejects with
+   * `GRANARY_ERR_CLOSED`), then end the loader thread and the decode pool (unless it was
+   * given as `pool`). Resolves once their threads have exited. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#shutdown(new ClosedError('Dataset is closed'), true);
+    return this.#closing;
+  }
+
+  /**
+   * Stop at once: running streams and calls in flight reject with `err`
+   * (`GRANARY_ERR_CLOSED` by default), the loader thread is ended without a goodbye.
+   * Resolves once every thread has exited. After `close()` it only waits for that.
+   */
+  destroy(err?: unknown): Promise<void> {
+    this.#closing ??= this.#shutdown(err ?? new ClosedError('Dataset was destroyed'), false);
+    return this.#closing;
+  }
+
+  async #shutdown(reason: unknown, graceful: boolean): Promise<void> {
     this.#closed = true;
-    for (const s of this.#streams) s.cancel(new ClosedError('Dataset closed'));
+    // Streams first (synchronously, they stop asking the pool and the thread), then what they ran on.
+    const streams = [...this.#streams].map((s) => s.destroy(reason));
     this.#streams.clear();
-    const pool = this.#pool;
+    const pool = this.#sharedPool ? undefined : this.#pool;
     this.#pool = undefined;
     const thread = this.#thread;
     this.#thread = false;
-    await Promise.all([this.#sharedPool ? undefined : pool?.close(), thread ? thread.close() : undefined]);
+    await Promise.all([
+      ...streams,
+      ...this.#retiring,
+      graceful ? pool?.close() : pool?.destroy(reason),
+      thread ? (graceful ? thread.close() : thread.destroy(reason)) : undefined,
+    ]);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -1,10 +1,12 @@
 import { availableParallelism } from 'node:os';
 import PQueue from 'p-queue';
 import { Piscina } from 'piscina';
-import { ClosedError, DecodeError, InternalError, InvalidArgumentError, TimeoutError, errorFromCode, isGranaryError } from '../errors.js';
+import { ClosedError, DecodeError, InternalError, TimeoutError, errorFromCode, isGranaryError } from '../errors.js';
+import { optionalInt } from '../util/validate.js';
 import type { FetchRange, FetchedDecode, ParquetDecodeTask } from './decode-parquet.js';
 import type { UfsSpec } from './portable-fs.js';
 import type { DatasetReadStats } from './read-stats.js';
+import { linkedController, threadsExited } from './signals.js';
 
 export interface DecodePoolOptions {
   /**
@@ -30,6 +32,15 @@ export interface DecodePoolOptions {
 /**
  * The piscina pool that decodes Parquet row groups off the main thread. Under tsx /
  * vitest the worker is the .ts source run through tsx; from dist/ it is the .js file.
+ *
+ * `close()` (or `destroy(err)`) settles every call at once: queued and running decodes
+ * reject with `GRANARY_ERR_CLOSED` (or `err`), later calls reject at once, and it
+ * resolves once the pool's threads have exited.
+ *
+ * @example
+ * await using pool = new DecodePool({ threads: 4 });
+ * const a = await Dataset.parquet(urlA, { fs, pool });
+ * const b = await Dataset.parquet(urlB, { fs, pool });
  */
 export class DecodePool {
   readonly threads: number;
@@ -37,25 +48,28 @@ export class DecodePool {
   #pool: Piscina | undefined;
   readonly #order: PQueue;
   readonly #threadsRead: boolean;
-  #closed = false;
+  /** Set by `close()` / `destroy()`: what every call rejects with from then on. */
+  #closedWith: { error: unknown } | undefined;
+  #closing: Promise<void> | undefined;
+  /** One controller per call queued or running: `close()` aborts them all. */
+  readonly #calls = new Set<AbortController>();
+  /** Pools ended after a timeout whose threads may still be exiting. */
+  readonly #retiring = new Set<Promise<void>>();
 
   constructor(options: DecodePoolOptions = {}) {
-    const t = options.threads ?? Math.max(1, availableParallelism() - 1);
-    if (!Number.isInteger(t) || t < 1) {
-      throw new InvalidArgumentError(`Expected \`decodeThreads\` to be an integer from 1 and up, got \`${String(t)}\` (${typeof t})`);
-    }
-    this.threads = t;
-    const ms = options.timeoutMs ?? 120_000;
-    if (!Number.isSafeInteger(ms) || ms < 1) {
-      throw new InvalidArgumentError(`Expected \`timeoutMs\` to be an integer from 1 and up, got \`${String(ms)}\` (${typeof ms})`);
-    }
-    this.timeoutMs = ms;
-    this.#order = new PQueue({ concurrency: t });
+    this.threads = optionalInt('decodeThreads', options.threads, Math.max(1, availableParallelism() - 1), 1);
+    this.timeoutMs = optionalInt('timeoutMs', options.timeoutMs, 120_000, 1);
+    this.#order = new PQueue({ concurrency: this.threads });
     this.#threadsRead = options.threadsRead === true;
   }
 
+  /** Whether `close()` or `destroy()` was called. */
+  get closed(): boolean {
+    return this.#closedWith !== undefined;
+  }
+
   #get(): Piscina {
-    if (this.#closed) throw new ClosedError('Decode pool is closed');
+    if (this.#closedWith) throw this.#closedWith.error;
     if (!this.#pool) {
       this.#pool = new Piscina({
         ...threadEntry('decode-worker'),
@@ -79,7 +93,8 @@ export class DecodePool {
   /**
    * Decode one row group (or a schema) to Arrow IPC stream bytes. Failures are DecodeErrors
    * naming the file. Among tasks waiting for a thread, a higher `priority` goes first
-   * (default 0), then the one asked for first.
+   * (default 0), then the one asked for first. An abort of `signal` rejects with its
+   * reason at once (a queued task is dropped; a running one finishes unobserved).
    */
   async decode(task: ParquetDecodeTask, transfer: ArrayBuffer[], signal?: AbortSignal, priority = 0): Promise<Uint8Array> {
     const out = await this.#run(task, transfer, undefined, signal, undefined, priority);
@@ -123,16 +138,27 @@ export class DecodePool {
    * By priority, then in the order asked, at most one task per thread handed to piscina:
    * piscina's own queue put a task carrying an abort signal that it could not place at
    * once in front of earlier ones, so the row group a consumer needs next could be
-   * decoded last.
+   * decoded last. Each call runs under a signal of its own that the caller's `signal`
+   * and `close()` both abort: p-queue drops an aborted task that is still queued, which
+   * `clear()` would leave pending forever.
    */
-  #run(task: ParquetDecodeTask, transfer: ArrayBuffer[], fetchedAt: Float64Array | undefined, signal?: AbortSignal, watch?: (running: Promise<unknown>) => void, priority = 0): Promise<unknown> {
-    return this.#order.add(() => this.#runNow(task, transfer, fetchedAt, signal, watch), { signal, priority }).catch((err: unknown) => {
-      throw signal?.aborted ? (signal.reason ?? err) : err;
-    });
+  async #run(task: ParquetDecodeTask, transfer: ArrayBuffer[], fetchedAt: Float64Array | undefined, signal?: AbortSignal, watch?: (running: Promise<unknown>) => void, priority = 0): Promise<unknown> {
+    if (this.#closedWith) throw this.#closedWith.error;
+    const { controller, dispose } = linkedController(signal);
+    if (controller.signal.aborted) throw controller.signal.reason;
+    this.#calls.add(controller);
+    try {
+      return await this.#order.add(() => this.#runNow(task, transfer, fetchedAt, controller.signal, watch), { signal: controller.signal, priority });
+    } catch (err) {
+      throw controller.signal.aborted ? (controller.signal.reason ?? err) : err;
+    } finally {
+      this.#calls.delete(controller);
+      dispose();
+    }
   }
 
   /** One task under the decode deadline; `fetchedAt`: see `fetchAndDecode` (the deadline counts from the end of the read). */
-  async #runNow(task: ParquetDecodeTask, transfer: ArrayBuffer[], fetchedAt: Float64Array | undefined, signal?: AbortSignal, watch?: (running: Promise<unknown>) => void): Promise<unknown> {
+  async #runNow(task: ParquetDecodeTask, transfer: ArrayBuffer[], fetchedAt: Float64Array | undefined, signal: AbortSignal, watch?: (running: Promise<unknown>) => void): Promise<unknown> {
     const pool = this.#get();
     // The deadline aborts the task in piscina, which ends its thread (a wedged decoder
     // cannot be interrupted otherwise). A caller's abort does not: the caller stops
@@ -144,12 +170,12 @@ export class DecodePool {
       onAbort = () => {
         // A task that reads sees this and skips its decode.
         if (fetchedAt) fetchedAt[1] = 1;
-        reject(signal?.reason);
+        reject(signal.reason);
       };
     });
     aborted.catch(() => undefined);
-    if (signal?.aborted) onAbort?.();
-    else if (onAbort) signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) onAbort?.();
+    else if (onAbort) signal.addEventListener('abort', onAbort, { once: true });
     let timedOut = false;
     let t: NodeJS.Timeout | undefined;
     const arm = (ms: number): void => {
@@ -168,13 +194,13 @@ export class DecodePool {
       const running = pool.run(task, { transferList: transfer, signal: timer.signal }) as Promise<unknown>;
       running.catch(() => undefined);
       watch?.(running);
-      return await (signal ? Promise.race([running, aborted]) : running);
+      return await Promise.race([running, aborted]);
     } catch (err) {
-      if (signal?.aborted) throw signal.reason ?? err;
+      if (signal.aborted) throw signal.reason ?? err;
       if (timedOut) {
         // Replace every thread: whatever wedged this task must not wedge the next.
         if (this.#pool === pool) this.#pool = undefined;
-        void pool.destroy().catch(() => undefined);
+        this.#retire(pool);
         throw new TimeoutError(`Decoding ${task.schemaOnly ? 'the schema of' : `${task.numRows} rows of`} ${task.url} took over ${this.timeoutMs} ms; the decoder threads were replaced`, {
           url: task.url,
           cause: err,
@@ -188,21 +214,51 @@ export class DecodePool {
       });
     } finally {
       clearTimeout(t);
-      if (onAbort) signal?.removeEventListener('abort', onAbort);
+      if (onAbort) signal.removeEventListener('abort', onAbort);
     }
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#order.clear();
-    const p = this.#pool;
+  /** End `pool`'s threads in the background; `close()` waits for them. */
+  #retire(pool: Piscina): void {
+    const exited = threadsExited(pool.threads);
+    const gone: Promise<void> = Promise.all([pool.destroy().catch(() => undefined), exited]).then(() => {
+      this.#retiring.delete(gone);
+    });
+    this.#retiring.add(gone);
+  }
+
+  /**
+   * Reject every queued and running decode with `GRANARY_ERR_CLOSED`, and every later
+   * call at once; resolves once the pool's threads have exited. Idempotent.
+   */
+  close(): Promise<void> {
+    return this.#shutdown(new ClosedError(`Decode pool is closed (${this.threads} threads)`));
+  }
+
+  /**
+   * Stop at once: queued and running decodes reject with `err` (`GRANARY_ERR_CLOSED` by
+   * default), later calls with `GRANARY_ERR_CLOSED`. Resolves once the threads have
+   * exited. After `close()` it only waits for that.
+   */
+  destroy(err?: unknown): Promise<void> {
+    return this.#shutdown(err ?? new ClosedError(`Decode pool was destroyed (${this.threads} threads)`));
+  }
+
+  #shutdown(reason: unknown): Promise<void> {
+    if (this.#closing) return this.#closing;
+    this.#closedWith = { error: reason instanceof ClosedError ? reason : new ClosedError(`Decode pool was destroyed (${this.threads} threads)`, { cause: reason }) };
+    // Settle every call now, queued ones included (p-queue drops an aborted queued task).
+    for (const c of [...this.#calls]) c.abort(reason);
+    this.#calls.clear();
+    const pool = this.#pool;
     this.#pool = undefined;
-    if (!p) return;
-    // Wait for the threads to be gone, not only told to go: close() leaves nothing running.
-    const exited = p.threads.map((w) => new Promise<void>((resolve) => (w.threadId === -1 ? resolve() : w.once('exit', () => resolve()))));
-    await p.destroy();
-    await Promise.all(exited);
+    if (pool) this.#retire(pool);
+    this.#closing = Promise.all([...this.#retiring]).then(() => undefined);
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 }
 

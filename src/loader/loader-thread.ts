@@ -9,6 +9,7 @@ import { LoaderHints, isHintTarget, type LoaderHintOptions } from './hints.js';
 import { membershipKnown, ufsFromSpec, type UfsSpec } from './portable-fs.js';
 import { sourceReadStats } from './read-stats.js';
 import { readsInDecoder, sourceFromSpec, type SourceSpec } from './sources.js';
+import { abortable } from './signals.js';
 import { PipelineStream, type PartitionSource } from './stream.js';
 import { ipcBatches, packBatches, packable, type WireBatches } from './wire.js';
 
@@ -159,7 +160,7 @@ async function runStream(task: StreamTask): Promise<void> {
   try {
     st = open(task.dataset, task.init);
     st.streams++;
-    await st.ready;
+    await abortable(st.ready, ac.signal);
     const { fast } = st;
     // The stream this task asks for may already be running: started when the previous
     // epoch's stream ran out of partitions to fetch (see `speculate`).

@@ -1,11 +1,12 @@
 import { setMaxListeners } from 'node:events';
 import type { RecordBatch, Schema } from 'apache-arrow';
 import PQueue from 'p-queue';
-import { InternalError } from '../errors.js';
+import { ClosedError, InternalError } from '../errors.js';
 import { resumeState, type ShuffleResumeState } from '../shuffle/index.js';
 import type { EpochPlanInput, RankPlan } from '../shuffle/types.js';
 import { emptyBatch, gatherBatch } from './gather.js';
 import type { HintRange, StreamHints } from './hints.js';
+import { abortable } from './signals.js';
 
 /** What the pipeline needs from a dataset format: fetch a partition's bytes, decode them. */
 export interface PartitionSource {
@@ -140,8 +141,15 @@ export function runSlice(part: DecodedPartition, run: { row: number; count: numb
   return at + run.count <= src.numRows ? { src, at } : undefined;
 }
 
-/** One epoch's batches for one rank: what `ds.batches()` returns. */
-export interface BatchStream extends AsyncIterable<RecordBatch> {
+/**
+ * One epoch's batches for one rank: what `ds.batches()` returns. Breaking out of a
+ * `for await` (the iterator's `return()`) or `close()` releases what it prefetched.
+ *
+ * @example
+ * await using stream = ds.batches({ batchSize: 1024, epoch, seed: 42, shuffle: true });
+ * for await (const batch of stream) train(batch);
+ */
+export interface BatchStream extends AsyncIterable<RecordBatch>, AsyncDisposable {
   /** Batches this stream yields in all (after `resume`, the remaining ones). */
   readonly numBatches: number;
   /** A JSON-serialisable resume point: pass it as `resume` to `ds.batches` to continue after the batches consumed so far. */
@@ -149,6 +157,15 @@ export interface BatchStream extends AsyncIterable<RecordBatch> {
   stats(): StreamStats;
   /** Stop fetching and decoding; the iterator throws `reason` (or ends, when it already has). */
   cancel(reason?: unknown): void;
+  /**
+   * Stop fetching and decoding and free what was prefetched: a `next()` waiting then, and
+   * every later one, rejects with `GRANARY_ERR_CLOSED` (a stream that already yielded its
+   * last batch just stays ended). Resolves once its fetches and decodes have settled
+   * (and, in a loader thread, the thread has let go of the stream). Idempotent.
+   */
+  close(): Promise<void>;
+  /** `close()`, but a waiting `next()` and later ones reject with `err`. */
+  destroy(err?: unknown): Promise<void>;
 }
 
 interface Slot {
@@ -183,6 +200,11 @@ export class PipelineStream implements BatchStream {
   #resident = 0;
   #started = false;
   #ended = false;
+  /** Set when the stream was stopped before its end (cancel, close, the signal): later `next()` calls throw it. */
+  #failure: { error: unknown } | undefined;
+  /** Each started partition's fetch and decode, until it settles: `close()` waits for them. */
+  readonly #inflight = new Set<Promise<unknown>>();
+  readonly #onAbort: () => void;
   readonly #stats = {
     batches: 0,
     rows: 0,
@@ -204,10 +226,9 @@ export class PipelineStream implements BatchStream {
     this.#queue = new PQueue({ concurrency: cfg.fetchConcurrency });
     // Every read in flight (partitions x column chunks x parts) listens on this one signal.
     setMaxListeners(0, this.#ac.signal);
-    const onAbort = (): void => this.#ac.abort(cfg.signal?.reason);
-    if (cfg.signal?.aborted) onAbort();
-    else cfg.signal?.addEventListener('abort', onAbort, { once: true });
-    this.#ac.signal.addEventListener('abort', () => cfg.signal?.removeEventListener('abort', onAbort), { once: true });
+    this.#onAbort = (): void => this.cancel(cfg.signal?.reason);
+    if (cfg.signal?.aborted) this.#onAbort();
+    else cfg.signal?.addEventListener('abort', this.#onAbort, { once: true });
   }
 
   /** A JSON-serialisable resume point: pass it as `resume` to `ds.batches` to continue after the batches consumed so far. */
@@ -221,10 +242,25 @@ export class PipelineStream implements BatchStream {
     return { ...this.#stats, wallMs, rowsPerSec: wallMs > 0 ? (this.#stats.rows * 1000) / wallMs : 0 };
   }
 
-  [Symbol.asyncIterator](): AsyncIterator<RecordBatch> {
+  [Symbol.asyncIterator](): AsyncIterableIterator<RecordBatch> {
     if (this.#started) throw new InternalError('A batch stream can be iterated only once; call ds.batches() again');
     this.#started = true;
-    return this.#run();
+    const gen = this.#run();
+    const it: AsyncIterableIterator<RecordBatch> = {
+      [Symbol.asyncIterator]: () => it,
+      next: async () => {
+        const r = await gen.next();
+        // A stream stopped early keeps saying why, as the thread's stream does.
+        if (r.done && this.#failure) throw this.#failure.error;
+        return r;
+      },
+      return: async () => {
+        await gen.return(undefined);
+        await this.#settled();
+        return { done: true, value: undefined };
+      },
+    };
+    return it;
   }
 
   /**
@@ -261,9 +297,35 @@ export class PipelineStream implements BatchStream {
     return true;
   }
 
-  /** Stop fetching and decoding; the iterator ends. */
+  /** Stop fetching and decoding; the iterator throws `reason` (or ends, when it already has). */
   cancel(reason?: unknown): void {
+    this.#stop(reason ?? new DOMException('The batch stream was cancelled', 'AbortError'));
+  }
+
+  close(): Promise<void> {
+    return this.destroy(new ClosedError(`The batch stream was closed after ${this.#batchesDone} of ${this.numBatches} batches`));
+  }
+
+  async destroy(err?: unknown): Promise<void> {
+    this.#stop(err ?? new ClosedError(`The batch stream was destroyed after ${this.#batchesDone} of ${this.numBatches} batches`));
+    // Free the prefetched partitions now, not at the consumer's next call (it may never come).
+    this.#end();
+    await this.#settled();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  #stop(reason: unknown): void {
+    if (this.#ended || this.#ac.signal.aborted) return;
+    this.#failure = { error: reason };
     this.#ac.abort(reason);
+  }
+
+  /** Resolves once every fetch and decode started so far has settled (they were told to stop). */
+  async #settled(): Promise<void> {
+    while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
   }
 
   #schedule(current: number): void {
@@ -314,6 +376,11 @@ export class PipelineStream implements BatchStream {
       return batches;
     })();
     const slot: Slot = { bytes, done, fetched: fetchedP };
+    this.#inflight.add(done);
+    const settled = (): void => {
+      this.#inflight.delete(done);
+    };
+    done.then(settled, settled);
     done.then(
       (b) => {
         slot.batches = b;
@@ -461,7 +528,7 @@ export class PipelineStream implements BatchStream {
     this.#ended = true;
     this.#cfg.hints?.close();
     this.#ac.abort(new DOMException('The batch stream ended', 'AbortError'));
-    this.#queue.clear();
+    this.#cfg.signal?.removeEventListener('abort', this.#onAbort);
     for (const p of [...this.#slots.keys()]) this.#free(p, true);
     this.#cfg.onEnd?.();
   }
@@ -558,20 +625,4 @@ export function distinctInOrder(xs: Int32Array): number[] {
     else if (out.length > 16) seen = new Set(out);
   }
   return out;
-}
-
-async function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) throw signal.reason;
-  let onAbort: (() => void) | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        onAbort = () => reject(signal.reason);
-        signal.addEventListener('abort', onAbort, { once: true });
-      }),
-    ]);
-  } finally {
-    if (onAbort) signal.removeEventListener('abort', onAbort);
-  }
 }

@@ -3,7 +3,7 @@ import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:wor
 import type { RecordBatch } from 'apache-arrow';
 import { Data, Struct, type Schema } from 'apache-arrow';
 import { Piscina } from 'piscina';
-import { ClosedError, InternalError, errorFromCode } from '../errors.js';
+import { ClosedError, InternalError, errorFromCode, throwIfAborted } from '../errors.js';
 import { resumeState } from '../shuffle/index.js';
 import type { EpochPlanInput, RankPlan } from '../shuffle/types.js';
 import { threadEntry } from './decode-pool.js';
@@ -12,6 +12,7 @@ import type { DatasetReadStats } from './read-stats.js';
 import { CTL, CTL_SLOTS, STAT, STAT_SLOTS, type CloseTask, type DatasetInit, type StatsTask, type StreamMessage, type StreamTask } from './loader-thread.js';
 import { emptyBatch } from './gather.js';
 import { wrapBatch } from './record-batch.js';
+import { abortable, linkedController, threadsExited } from './signals.js';
 import { runSlice, type BatchStream, type DecodedPartition, type LoaderState, type StreamStats } from './stream.js';
 import { unipcBatches, unpackBatches, type WireBatches } from './wire.js';
 
@@ -38,12 +39,19 @@ export interface ThreadStreamConfig {
   onEnd?: (() => void) | undefined;
 }
 
-/** One piscina thread that runs every stream of one dataset. */
+/**
+ * One piscina thread that runs every stream of one dataset. `close()` ends the dataset
+ * there (its decode pool, its store client) and then the thread; calls in flight reject
+ * with `GRANARY_ERR_CLOSED`. The dataset closes its streams first.
+ */
 export class LoaderThread {
   readonly id = randomUUID();
   readonly #init: DatasetInit;
   #pool: Piscina | undefined;
   #closed = false;
+  #closing: Promise<void> | undefined;
+  /** One controller per `readStats()` in flight: `close()` aborts them. */
+  readonly #calls = new Set<AbortController>();
 
   constructor(init: DatasetInit) {
     this.#init = init;
@@ -95,24 +103,48 @@ export class LoaderThread {
   }
 
   /** The thread's store client counters, or undefined before its first stream. */
-  async readStats(): Promise<DatasetReadStats | undefined> {
-    if (this.#closed || !this.#pool) return undefined;
-    const task: StatsTask = { op: 'stats', dataset: this.id };
-    return (await this.#pool.run(task)) as DatasetReadStats | undefined;
+  async readStats(options: { signal?: AbortSignal | undefined } = {}): Promise<DatasetReadStats | undefined> {
+    if (this.#closed) throw new ClosedError('Dataset is closed');
+    throwIfAborted(options.signal);
+    if (!this.#pool) return undefined;
+    const { controller, dispose } = linkedController(options.signal);
+    this.#calls.add(controller);
+    try {
+      const task: StatsTask = { op: 'stats', dataset: this.id };
+      return (await abortable(this.#pool.run(task) as Promise<DatasetReadStats | undefined>, controller.signal));
+    } finally {
+      this.#calls.delete(controller);
+      dispose();
+    }
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  /** End the dataset in the thread, then the thread; resolves once it has exited. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= this.#shutdown(true, new ClosedError('Dataset is closed'));
+    return this.#closing;
+  }
+
+  /** End the thread at once (calls in flight reject with `err`); resolves once it has exited. */
+  destroy(err?: unknown): Promise<void> {
+    this.#closing ??= this.#shutdown(false, err ?? new ClosedError('Dataset was destroyed'));
+    return this.#closing;
+  }
+
+  async #shutdown(graceful: boolean, reason: unknown): Promise<void> {
     this.#closed = true;
+    for (const c of [...this.#calls]) c.abort(reason);
+    this.#calls.clear();
     const pool = this.#pool;
     this.#pool = undefined;
     if (!pool) return;
-    const task: CloseTask = { op: 'close', dataset: this.id };
-    await (pool.run(task) as Promise<void>).catch(() => undefined);
+    if (graceful) {
+      const task: CloseTask = { op: 'close', dataset: this.id };
+      await (pool.run(task) as Promise<void>).catch(() => undefined);
+    }
     // Wait for the thread to be gone, not only told to go: close() leaves nothing running.
-    const exited = pool.threads.map((w) => new Promise<void>((resolve) => (w.threadId === -1 ? resolve() : w.once('exit', () => resolve()))));
+    const exited = threadsExited(pool.threads);
     await pool.destroy();
-    await Promise.all(exited);
+    await exited;
   }
 }
 
@@ -153,6 +185,8 @@ export class ThreadBatchStream implements BatchStream {
   #t0 = 0;
   #t1 = 0;
   readonly #onAbort: () => void;
+  /** Settles once the thread has let go of this stream (its task ended). */
+  readonly #released: Promise<void>;
 
   constructor(schema: Schema, cfg: ThreadStreamConfig, port: MessagePort, ctl: SharedArrayBuffer, stats: SharedArrayBuffer, done: Promise<void>) {
     this.#schema = schema;
@@ -168,6 +202,10 @@ export class ThreadBatchStream implements BatchStream {
       this.#queue.push(m);
       this.#notify();
     });
+    this.#released = done.then(
+      () => undefined,
+      () => undefined,
+    );
     done.then(
       () => this.#notify(),
       (err: unknown) => {
@@ -211,6 +249,24 @@ export class ThreadBatchStream implements BatchStream {
     this.#notify();
   }
 
+  close(): Promise<void> {
+    return this.destroy(new ClosedError(`The batch stream was closed after ${this.#consumed} of ${this.numBatches} batches`));
+  }
+
+  async destroy(err?: unknown): Promise<void> {
+    if (!this.#ended) {
+      this.#failure ??= { error: err ?? new ClosedError(`The batch stream was destroyed after ${this.#consumed} of ${this.numBatches} batches`) };
+      // Let go of what was received now, not at the consumer's next call (it may never come).
+      this.#finish();
+      this.#notify();
+    }
+    await this.#released;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
   [Symbol.asyncIterator](): AsyncIterator<RecordBatch> {
     if (this.#started) throw new InternalError('A batch stream can be iterated only once; call ds.batches() again');
     this.#started = true;
@@ -219,6 +275,7 @@ export class ThreadBatchStream implements BatchStream {
       next: () => this.#next(),
       return: async () => {
         this.#finish();
+        await this.#released;
         return { done: true, value: undefined };
       },
     };
