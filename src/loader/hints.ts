@@ -6,6 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { InvalidArgumentError } from '../errors.js';
+import { checkInt } from '../util/validate.js';
 import type { HintAccess, HintRequest } from '../cache/hints.js';
 
 /** One byte range a partition's fetch reads. */
@@ -86,11 +87,9 @@ export function hintAccesses(order: readonly number[], rangesOf: (partition: num
   return out;
 }
 
+/** A hints option: an integer from `min` (`window` may also be Infinity: no limit). */
 function checkOpt(name: string, v: number, min: number, allowInfinity = false): number {
-  if (!((allowInfinity && v === Infinity) || (Number.isSafeInteger(v) && v >= min))) {
-    throw new InvalidArgumentError(`Expected \`hints.${name}\` to be an integer from ${min} and up${allowInfinity ? ' or Infinity' : ''}, got \`${String(v)}\` (${typeof v})`);
-  }
-  return v;
+  return allowInfinity && v === Infinity ? v : checkInt(`hints.${name}`, v, min);
 }
 
 /**

@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from '../errors.js';
+import { checkInt } from '../util/validate.js';
 import { permutation, Streams } from './permutation.js';
 import type { ShuffleMode } from './types.js';
 
@@ -46,13 +47,7 @@ export function validateOrderInput(input: EpochOrderInput): number {
   }
   let total = 0;
   for (let p = 0; p < partitionRows.length; p++) {
-    const r: unknown = partitionRows[p];
-    if (typeof r !== 'number' || !Number.isSafeInteger(r) || r < 0 || r > MAX_PARTITION_ROWS) {
-      throw new InvalidArgumentError(
-        `shuffle: \`partitionRows[${p}]\` must be an integer in [0, ${MAX_PARTITION_ROWS}], got ${String(r)}`,
-      );
-    }
-    total += r;
+    total += checkInt(`partitionRows[${p}]`, partitionRows[p], 0, MAX_PARTITION_ROWS);
   }
   if (total > MAX_ROWS) {
     throw new InvalidArgumentError(`shuffle: a dataset of ${total} rows exceeds the planner's limit of ${MAX_ROWS} rows per epoch`);
@@ -60,16 +55,9 @@ export function validateOrderInput(input: EpochOrderInput): number {
   if (mode !== 'none' && mode !== 'buffer' && mode !== 'global') {
     throw new InvalidArgumentError(`shuffle: \`mode\` must be 'none', 'buffer' or 'global', got ${JSON.stringify(mode)}`);
   }
-  if (!Number.isSafeInteger(input.seed)) {
-    throw new InvalidArgumentError(`shuffle: \`seed\` must be a safe integer, got ${String(input.seed)}`);
-  }
-  if (!Number.isSafeInteger(input.epoch) || input.epoch < 0) {
-    throw new InvalidArgumentError(`shuffle: \`epoch\` must be an integer >= 0, got ${String(input.epoch)}`);
-  }
-  const k = input.bufferPartitions;
-  if (k !== undefined && (!Number.isSafeInteger(k) || k < 1)) {
-    throw new InvalidArgumentError(`shuffle: \`bufferPartitions\` must be an integer >= 1, got ${String(k)}`);
-  }
+  checkInt('seed', input.seed, Number.MIN_SAFE_INTEGER);
+  checkInt('epoch', input.epoch, 0);
+  if (input.bufferPartitions !== undefined) checkInt('bufferPartitions', input.bufferPartitions, 1);
   return total;
 }
 

@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from '../errors.js';
+import { checkInt } from '../util/validate.js';
 import { randomFor } from './prng.js';
 import type { Xoshiro128 } from './prng.js';
 
@@ -41,9 +41,7 @@ export function shuffleInPlace(values: Uint32Array | Int32Array, rng: Xoshiro128
  * permutation(42, 0, 5); // Uint32Array [3, 4, 0, 1, 2] (the same in every process)
  */
 export function permutation(seed: number, epoch: number, n: number, stream: number = Streams.PERMUTATION): Uint32Array {
-  if (!Number.isSafeInteger(n) || n < 0 || n > MAX_PERMUTATION) {
-    throw new InvalidArgumentError(`permutation: \`n\` must be an integer in [0, ${MAX_PERMUTATION}], got ${String(n)}`);
-  }
+  checkInt('n', n, 0, MAX_PERMUTATION);
   const p = new Uint32Array(n);
   for (let i = 0; i < n; i++) p[i] = i;
   if (n > 1) shuffleInPlace(p, randomFor(seed, epoch, stream));

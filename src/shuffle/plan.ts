@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from '../errors.js';
+import { checkInt } from '../util/validate.js';
 import { floorIndex, globalOrder, type GlobalOrder } from './order.js';
 import type { BatchRows, EpochPlanInput, RankPlan, ResumePoint } from './types.js';
 
@@ -10,12 +11,6 @@ export interface RankSplit {
   rowsPerRank: number[];
   /** Where each rank's span starts in the sequence. */
   starts: number[];
-}
-
-function checkInt(name: string, value: unknown, min: number): asserts value is number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    throw new InvalidArgumentError(`shuffle: \`${name}\` must be an integer >= ${min}, got ${String(value)} (${typeof value})`);
-  }
 }
 
 /**

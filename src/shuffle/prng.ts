@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from '../errors.js';
+import { checkInt } from '../util/validate.js';
 
 /**
  * Seeded pseudo-random numbers for shuffling: xoshiro128** (Blackman & Vigna),
@@ -109,23 +110,15 @@ export class Xoshiro128 {
   }
 }
 
-function checkSafeInteger(name: string, value: number, min: number): void {
-  if (!Number.isSafeInteger(value) || value < min) {
-    throw new InvalidArgumentError(
-      `shuffle: \`${name}\` must be a safe integer >= ${min}, got ${String(value)} (${typeof value})`,
-    );
-  }
-}
-
 /**
  * The 64-bit key of stream `stream` of epoch `epoch` under `seed`. Each argument
  * goes through a full splitmix64 mix before the next is folded in, so nearby
  * seeds, epochs and streams give unrelated keys.
  */
 export function streamKey(seed: number, epoch: number, stream = 0): bigint {
-  checkSafeInteger('seed', seed, Number.MIN_SAFE_INTEGER);
-  checkSafeInteger('epoch', epoch, 0);
-  checkSafeInteger('stream', stream, 0);
+  checkInt('seed', seed, Number.MIN_SAFE_INTEGER);
+  checkInt('epoch', epoch, 0);
+  checkInt('stream', stream, 0);
   let k = mix64(BigInt.asUintN(64, BigInt(seed)) ^ 0x6772616e6172795fn); // "granary_"
   k = mix64((k + GOLDEN_GAMMA * (BigInt(epoch) + 1n)) & MASK64);
   k = mix64((k + GOLDEN_GAMMA * (BigInt(stream) + 1n) * 3n) & MASK64);

@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from '../errors.js';
+import { checkInt, optionalInt } from '../util/validate.js';
 import { epochOrder } from './order.js';
 import type { EpochOrderInput } from './order.js';
 
@@ -17,9 +18,7 @@ export interface ChiSquareResult {
  * marginal positions only, not the joint distribution.
  */
 export function chiSquarePositions(perms: Iterable<ArrayLike<number>>, n: number): ChiSquareResult {
-  if (!Number.isSafeInteger(n) || n < 2) {
-    throw new InvalidArgumentError(`shuffle: chi-square needs n >= 2 items, got ${String(n)}`);
-  }
+  checkInt('n', n, 2);
   const counts = new Float64Array(n * n);
   let samples = 0;
   for (const perm of perms) {
@@ -92,10 +91,7 @@ export interface ShuffleQuality {
  * `epoch .. epoch + epochs − 1` (default 3) against dataset order and each other.
  */
 export function shuffleQuality(input: EpochOrderInput & { epochs?: number | undefined }): ShuffleQuality {
-  const epochs = input.epochs ?? 3;
-  if (!Number.isSafeInteger(epochs) || epochs < 2) {
-    throw new InvalidArgumentError(`shuffle: shuffleQuality needs \`epochs\` >= 2, got ${String(epochs)}`);
-  }
+  const epochs = optionalInt('epochs', input.epochs, 3, 2);
   const { partitionRows } = input;
   const offsets = new Float64Array(partitionRows.length + 1);
   for (let p = 0; p < partitionRows.length; p++) offsets[p + 1] = offsets[p]! + partitionRows[p]!;

@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from '../errors.js';
+import { checkInt } from '../util/validate.js';
 import { DEFAULT_BUFFER_PARTITIONS } from './order.js';
 import type { EpochPlanInput, ResumePoint, ShuffleMode } from './types.js';
 
@@ -59,9 +60,7 @@ function points(resume: EpochPlanInput['resume']): ResumePoint[] {
  * every rank but `rank`) finished `batchesDone` batches of that plan.
  */
 export function resumeState(input: EpochPlanInput, batchesDone: number): ShuffleResumeState {
-  if (!Number.isSafeInteger(batchesDone) || batchesDone < 0) {
-    throw new InvalidArgumentError(`shuffle: \`batchesDone\` must be an integer >= 0, got ${String(batchesDone)}`);
-  }
+  checkInt('batchesDone', batchesDone, 0);
   // Resolve defaults now: a later change of a default must not change what the state means.
   return {
     v: 1,
@@ -88,10 +87,9 @@ function fail(field: string, value: unknown, want: string): never {
   throw new InvalidArgumentError(`shuffle: resume state field \`${field}\` must be ${want}, got ${JSON.stringify(value)}`);
 }
 
+/** An integer field of a resume state, named as the user passes it (`resume.history[0].worldSize`). */
 function intField(obj: Record<string, unknown>, field: string, min: number, prefix = ''): number {
-  const v = obj[field];
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) fail(prefix + field, v, `an integer >= ${min}`);
-  return v;
+  return checkInt(`resume.${prefix}${field}`, obj[field], min);
 }
 
 function boolField(obj: Record<string, unknown>, field: string, prefix = ''): boolean {
@@ -105,8 +103,7 @@ export function parseResumeState(json: unknown): ShuffleResumeState {
   if (typeof json !== 'object' || json === null) fail('(root)', json, 'an object');
   const o = json as Record<string, unknown>;
   if (o.v !== 1) fail('v', o.v, '1');
-  const seed = o.seed;
-  if (typeof seed !== 'number' || !Number.isSafeInteger(seed)) fail('seed', seed, 'a safe integer');
+  const seed = checkInt('resume.seed', o.seed, Number.MIN_SAFE_INTEGER);
   const mode = o.mode;
   if (mode !== 'none' && mode !== 'buffer' && mode !== 'global') fail('mode', mode, "'none', 'buffer' or 'global'");
   if (!Array.isArray(o.history)) fail('history', o.history, 'an array');

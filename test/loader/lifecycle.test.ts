@@ -130,12 +130,15 @@ describe('DecodePool lifecycle', () => {
     const pool = new DecodePool({ threads: 1 });
     try {
       const ac = new AbortController();
-      const first = pool.decode(task, []);
-      const dropped = failure(pool.decode(task, [], ac.signal));
+      const settled: string[] = [];
+      const first = pool.decode(task, []).finally(() => settled.push('first'));
+      const dropped = failure(pool.decode(task, [], ac.signal)).finally(() => settled.push('dropped'));
       const last = pool.decode(task, []);
       const reason = new Error('no longer needed');
       ac.abort(reason);
       expect(await dropped).toBe(reason);
+      // It left the queue at once, not when its turn came after the running decode.
+      expect(settled).toEqual(['dropped']);
       await expect(first).resolves.toBeInstanceOf(Uint8Array);
       await expect(last).resolves.toBeInstanceOf(Uint8Array);
       await expect(pool.decode(task, [], AbortSignal.abort(reason))).rejects.toBe(reason);
