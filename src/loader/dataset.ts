@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { availableParallelism } from 'node:os';
 import { tableFromIPC, type Schema } from 'apache-arrow';
 import PQueue from 'p-queue';
@@ -143,6 +144,8 @@ const READY_BATCHES = 8;
 async function opening<T>(signal: AbortSignal | undefined, open: (signal: AbortSignal) => Promise<T>): Promise<T> {
   throwIfAborted(signal);
   const { controller, dispose } = linkedController(signal);
+  // Every queued footer read listens on it (a dataset may have thousands of files).
+  setMaxListeners(0, controller.signal);
   try {
     return await open(controller.signal);
   } catch (err) {
@@ -263,7 +266,7 @@ export class Dataset {
         const ipc = await pool.decode(
           { kind: 'parquet', url: first.url, size: first.size, footer: schemaOnlyFooter(first), pieces: [], numRows: 0, schemaOnly: true },
           [],
-          signal,
+          { signal },
         );
         const schema = tableFromIPC(ipc).schema;
         src.schema = pickSchema(schema, columns);

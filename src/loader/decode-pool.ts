@@ -29,6 +29,17 @@ export interface DecodePoolOptions {
   threadsRead?: boolean | undefined;
 }
 
+/** Options of one `decode()` / `fetchAndDecode()` call. */
+export interface DecodeCallOptions {
+  /** Abort the call: it rejects with `signal.reason`, and a queued task is dropped. */
+  signal?: AbortSignal | undefined;
+  /**
+   * Among tasks waiting for a thread, a higher priority goes first, then the one asked first.
+   * @default 0
+   */
+  priority?: number | undefined;
+}
+
 /**
  * The piscina pool that decodes Parquet row groups off the main thread. Under tsx /
  * vitest the worker is the .ts source run through tsx; from dist/ it is the .js file.
@@ -92,12 +103,11 @@ export class DecodePool {
 
   /**
    * Decode one row group (or a schema) to Arrow IPC stream bytes. Failures are DecodeErrors
-   * naming the file. Among tasks waiting for a thread, a higher `priority` goes first
-   * (default 0), then the one asked for first. An abort of `signal` rejects with its
-   * reason at once (a queued task is dropped; a running one finishes unobserved).
+   * naming the file. An abort of `signal` rejects with its reason at once (a queued task
+   * is dropped; a running one finishes unobserved).
    */
-  async decode(task: ParquetDecodeTask, transfer: ArrayBuffer[], signal?: AbortSignal, priority = 0): Promise<Uint8Array> {
-    const out = await this.#run(task, transfer, undefined, signal, undefined, priority);
+  async decode(task: ParquetDecodeTask, transfer: ArrayBuffer[], options: DecodeCallOptions = {}): Promise<Uint8Array> {
+    const out = await this.#run(task, transfer, undefined, options.signal, undefined, options.priority ?? 0);
     if (!(out instanceof Uint8Array)) throw new DecodeError(`Decoder returned no bytes for ${task.url}`, { url: task.url });
     return out;
   }
@@ -114,17 +124,24 @@ export class DecodePool {
     task: Omit<ParquetDecodeTask, 'pieces' | 'fetch'>,
     fs: UfsSpec,
     ranges: FetchRange[],
-    signal?: AbortSignal,
-    onStats?: (stats: DatasetReadStats) => void,
+    options: DecodeCallOptions & { onStats?: ((stats: DatasetReadStats) => void) | undefined } = {},
   ): Promise<Extract<FetchedDecode, { ipc: Uint8Array }>> {
+    const { signal, onStats } = options;
     // [0]: when the read finished (Date.now(), 0 until then); [1]: 1 once the caller gave up.
     const shared = new Float64Array(new SharedArrayBuffer(16));
-    const out = (await this.#run({ ...task, pieces: [], fetch: { fs, ranges, done: shared.buffer } }, [], shared, signal, (running) => {
-      running.then((r) => {
-        const st = (r as FetchedDecode | undefined)?.stats;
-        if (st) onStats?.(st);
-      }, () => undefined);
-    })) as FetchedDecode | undefined;
+    const out = (await this.#run(
+      { ...task, pieces: [], fetch: { fs, ranges, done: shared.buffer } },
+      [],
+      shared,
+      signal,
+      (running) => {
+        running.then((r) => {
+          const st = (r as FetchedDecode | undefined)?.stats;
+          if (st) onStats?.(st);
+        }, () => undefined);
+      },
+      options.priority ?? 0,
+    )) as FetchedDecode | undefined;
     if (out && 'fetchError' in out) {
       const e = out.fetchError;
       if (e.code !== undefined) throw errorFromCode(e.code, e.message, e.url ?? task.url);

@@ -4,7 +4,7 @@ export type { BatchStream, LoaderState, PartitionSource, StreamStats } from './s
 export { ufsFromSpec, ufsSpecOf } from './portable-fs.js';
 export type { UfsSpec } from './portable-fs.js';
 export { DecodePool } from './decode-pool.js';
-export type { DecodePoolOptions } from './decode-pool.js';
+export type { DecodeCallOptions, DecodePoolOptions } from './decode-pool.js';
 export { describeParquet, readParquetFooter } from './parquet-footer.js';
 export type { ChunkRange, ParquetFileMeta, ParquetRowGroup } from './parquet-footer.js';
 export { readArrowFile } from './arrow-file.js';

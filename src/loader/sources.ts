@@ -108,8 +108,11 @@ export class ParquetSource implements PartitionSource {
   async fetch(p: number, signal: AbortSignal): Promise<unknown> {
     if (this.remote) {
       const ranges = this.ranges(p).map(({ url, etag, offset, length }) => ({ url, etag, offset, length }));
-      const done = await this.pool().fetchAndDecode(this.#task(p), this.remote, ranges, signal, (s) => {
-        this.remoteStats = this.remoteStats ? addReadStats(this.remoteStats, s) : s;
+      const done = await this.pool().fetchAndDecode(this.#task(p), this.remote, ranges, {
+        signal,
+        onStats: (s) => {
+          this.remoteStats = this.remoteStats ? addReadStats(this.remoteStats, s) : s;
+        },
       });
       return { decodedInThread: done } satisfies RemoteFetched;
     }
@@ -133,8 +136,7 @@ export class ParquetSource implements PartitionSource {
       ipc = await this.pool().decode(
         { ...this.#task(p), pieces },
         pieces.map((x) => x.bytes.buffer as ArrayBuffer),
-        signal,
-        priority,
+        { signal, priority },
       );
     }
     const table = tableFromIPC(ipc);

@@ -132,7 +132,7 @@ describe('DecodePool lifecycle', () => {
       const ac = new AbortController();
       const settled: string[] = [];
       const first = pool.decode(task, []).finally(() => settled.push('first'));
-      const dropped = failure(pool.decode(task, [], ac.signal)).finally(() => settled.push('dropped'));
+      const dropped = failure(pool.decode(task, [], { signal: ac.signal })).finally(() => settled.push('dropped'));
       const last = pool.decode(task, []);
       const reason = new Error('no longer needed');
       ac.abort(reason);
@@ -141,7 +141,7 @@ describe('DecodePool lifecycle', () => {
       expect(settled).toEqual(['dropped']);
       await expect(first).resolves.toBeInstanceOf(Uint8Array);
       await expect(last).resolves.toBeInstanceOf(Uint8Array);
-      await expect(pool.decode(task, [], AbortSignal.abort(reason))).rejects.toBe(reason);
+      await expect(pool.decode(task, [], { signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
     } finally {
       await pool.close();
     }

@@ -97,7 +97,7 @@ describe('DecodePool priority', () => {
       const order: number[] = [];
       const run = (k: number, priority: number): Promise<void> => {
         const t = tasks[k] as { task: ParquetDecodeTask; transfer: ArrayBuffer[] };
-        return pool.decode(t.task, t.transfer, undefined, priority).then((ipc) => {
+        return pool.decode(t.task, t.transfer, { priority }).then((ipc) => {
           expect(tableFromIPC(ipc).getChild('id')?.get(0)).toBe(k * 500);
           order.push(k);
         });
