@@ -130,6 +130,10 @@ export class LoaderThread {
     return this.#closing;
   }
 
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
   async #shutdown(graceful: boolean, reason: unknown): Promise<void> {
     this.#closed = true;
     for (const c of [...this.#calls]) c.abort(reason);
