@@ -14,11 +14,10 @@ import { generateParquetDataset } from '../gen/parquet.js';
 import { Dataset } from '../loader/dataset.js';
 import { DecodePool } from '../loader/decode-pool.js';
 import type { StreamStats } from '../loader/stream.js';
-import { PROFILES, type FaultProfile } from '../netem/fault-proxy.js';
+import { PROFILE_NAMES, PROFILES, type FaultProfile, type ProfileName } from '../netem/fault-proxy.js';
 import { S3Ufs } from '../ufs/s3.js';
 import type { RequestCounts } from '../ufs/types.js';
 import { startEmbeddedS3, type EmbeddedS3 } from './embedded-s3.js';
-import { PROFILE_NAMES, type ProfileName } from './profiles.js';
 import { startThreadedWorker, type ThreadedWorker } from './threaded-worker.js';
 import { SimulatedDevice, trainStep } from './train-step.js';
 

@@ -72,6 +72,11 @@ export const PROFILES = {
   slowLink: { ...NO_FAULTS, upLatencyMs: 50, downLatencyMs: 50, connectLatencyMs: 50, bandwidthPerConnBps: 1e6 },
 } as const satisfies Record<string, Settings>;
 
+/** The name of one of `PROFILES`. */
+export type ProfileName = keyof typeof PROFILES;
+/** The names of `PROFILES`, in their order: what `granary demo --profile` accepts. */
+export const PROFILE_NAMES = Object.keys(PROFILES) as ProfileName[];
+
 export type FaultDirection = 'up' | 'down';
 export type CutMode = FaultDirection | 'both' | null;
 /**
