@@ -20,6 +20,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClosedError, InvalidArgumentError } from '../errors.js';
+import { checkInt, checkString } from '../util/validate.js';
 
 /** Network conditions; every field is live-changeable with `proxy.set()`. 0 means "none" / "unlimited". */
 export interface FaultProfile {
@@ -410,11 +411,9 @@ class FaultProxyImpl implements FaultProxy {
 
   constructor(options: FaultProxyOptions) {
     const { target, host, port: _port, ...profile } = options;
-    if (!target || typeof target.host !== 'string' || !Number.isInteger(target.port) || target.port <= 0 || target.port > 65535) {
-      throw new InvalidArgumentError(`Expected \`target\` to be { host, port } with a port from 1 to 65535, got \`${JSON.stringify(target)}\``);
-    }
+    const t = target as Partial<FaultProxyOptions['target']> | undefined;
+    this.target = { host: checkString('target.host', t?.host), port: checkInt('target.port', t?.port, 1, 65535) };
     checkProfile(profile);
-    this.target = { host: target.host, port: target.port };
     this.host = host ?? '127.0.0.1';
     this.current = { ...NO_FAULTS, ...profile };
     this.buckets = {
