@@ -114,3 +114,24 @@ export async function retry<T, E = unknown>(fn: (attempt: number) => Promise<T>,
     }
   }
 }
+
+/**
+ * `promise`, unless `signal` aborts first: then reject with `signal.reason`. The
+ * abort listener is removed when either settles; `promise` itself runs on.
+ */
+export async function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  if (signal.aborted) throw abortReason(signal);
+  let onAbort: (() => void) | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        onAbort = () => reject(abortReason(signal));
+        signal.addEventListener('abort', onAbort, { once: true });
+      }),
+    ]);
+  } finally {
+    if (onAbort) signal.removeEventListener('abort', onAbort);
+  }
+}
