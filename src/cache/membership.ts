@@ -48,7 +48,11 @@ export interface Membership extends AsyncDisposable {
   subscribe(listener: MembershipListener): () => void;
   /** Resolves once the first list is known. Rejects on a terminal error, on close, or with `signal.reason`. */
   ready(options?: { signal?: AbortSignal | undefined }): Promise<void>;
-  /** Stop watching. Idempotent. */
+  /**
+   * Stop watching. Idempotent; resolves only once everything the source runs (its
+   * watch, its client, lists in progress) has stopped. `ready()` waiters reject with
+   * `GRANARY_ERR_CLOSED`.
+   */
   close(): Promise<void>;
 }
 
