@@ -63,4 +63,8 @@ export type {
   UfsSpec,
 } from './loader/index.js';
 export type { LoaderHintOptions } from './loader/hints.js';
-export type { ShuffleMode } from './shuffle/types.js';
+
+// The order is part of the contract (a pure function of seed, epoch and world size):
+// these let a user compute what each rank reads without a loader (docs/shuffle.md).
+export { planEpoch, permutation } from './shuffle/index.js';
+export type { BatchRows, EpochPlanInput, RankPlan, ShuffleMode } from './shuffle/types.js';
