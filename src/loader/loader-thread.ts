@@ -9,7 +9,7 @@ import { LoaderHints, isHintTarget, type LoaderHintOptions } from './hints.js';
 import { membershipKnown, ufsFromSpec, type UfsSpec } from './portable-fs.js';
 import { sourceReadStats } from './read-stats.js';
 import { readsInDecoder, sourceFromSpec, type SourceSpec } from './sources.js';
-import { abortable } from './signals.js';
+import { abortable } from '../util/retry.js';
 import { PipelineStream, type PartitionSource } from './stream.js';
 import { ipcBatches, packBatches, packable, type WireBatches } from './wire.js';
 

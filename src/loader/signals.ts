@@ -20,27 +20,6 @@ export function linkedController(signal: AbortSignal | undefined): { controller:
   return { controller, dispose: () => signal.removeEventListener('abort', onAbort) };
 }
 
-/** `p`, or a rejection with `signal.reason` as soon as `signal` aborts (`p` goes on, unobserved). */
-export async function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return p;
-  if (signal.aborted) {
-    p.catch(() => undefined);
-    throw signal.reason;
-  }
-  let onAbort: (() => void) | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        onAbort = () => reject(signal.reason);
-        signal.addEventListener('abort', onAbort, { once: true });
-      }),
-    ]);
-  } finally {
-    if (onAbort) signal.removeEventListener('abort', onAbort);
-  }
-}
-
 /** Resolves once every worker thread of a piscina pool has exited (after `destroy()`). */
 export function threadsExited(threads: readonly { threadId: number; once(event: 'exit', listener: () => void): unknown }[]): Promise<void> {
   return Promise.all(threads.map((w) => new Promise<void>((resolve) => (w.threadId === -1 ? resolve() : w.once('exit', () => resolve()))))).then(() => undefined);

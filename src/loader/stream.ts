@@ -6,7 +6,7 @@ import { resumeState, type ShuffleResumeState } from '../shuffle/index.js';
 import type { EpochPlanInput, RankPlan } from '../shuffle/types.js';
 import { emptyBatch, gatherBatch } from './gather.js';
 import type { HintRange, StreamHints } from './hints.js';
-import { abortable } from './signals.js';
+import { abortable } from '../util/retry.js';
 
 /** What the pipeline needs from a dataset format: fetch a partition's bytes, decode them. */
 export interface PartitionSource {

@@ -12,7 +12,8 @@ import type { DatasetReadStats } from './read-stats.js';
 import { CTL, CTL_SLOTS, STAT, STAT_SLOTS, type CloseTask, type DatasetInit, type StatsTask, type StreamMessage, type StreamTask } from './loader-thread.js';
 import { emptyBatch } from './gather.js';
 import { wrapBatch } from './record-batch.js';
-import { abortable, linkedController, threadsExited } from './signals.js';
+import { abortable } from '../util/retry.js';
+import { linkedController, threadsExited } from './signals.js';
 import { runSlice, type BatchStream, type DecodedPartition, type LoaderState, type StreamStats } from './stream.js';
 import { unipcBatches, unpackBatches, type WireBatches } from './wire.js';
 
