@@ -158,7 +158,7 @@ async function opening<T>(signal: AbortSignal | undefined, open: (signal: AbortS
 }
 
 /** Options of a call that only reads: `ds.readStats()`. */
-export interface CallOptions {
+export interface ReadStatsOptions {
   /** Abort the call: it rejects with `signal.reason`. */
   signal?: AbortSignal | undefined;
 }
@@ -450,7 +450,7 @@ export class Dataset {
    * every read when streams run on this thread) plus the loader thread's copy of it.
    * Rejects with `GRANARY_ERR_CLOSED` once the dataset is closed.
    */
-  async readStats(options: CallOptions = {}): Promise<DatasetReadStats> {
+  async readStats(options: ReadStatsOptions = {}): Promise<DatasetReadStats> {
     if (this.#closed) throw new ClosedError('Dataset is closed');
     throwIfAborted(options.signal);
     const own = sourceReadStats(this.#source);

@@ -1,5 +1,5 @@
 export { Dataset } from './dataset.js';
-export type { BatchesOptions, DatasetOptions, FilesDatasetOptions, PartitionInfo } from './dataset.js';
+export type { BatchesOptions, DatasetOptions, FilesDatasetOptions, PartitionInfo, ReadStatsOptions } from './dataset.js';
 export type { BatchStream, LoaderState, PartitionSource, StreamStats } from './stream.js';
 export { ufsFromSpec, ufsSpecOf } from './portable-fs.js';
 export type { UfsSpec } from './portable-fs.js';
