@@ -111,6 +111,8 @@ beforeAll(async () => {
     '2s',
     '--allow',
     dataUrl,
+    '--file-root',
+    join(dir, 'data'),
     '--token',
     TOKEN,
   ]);
