@@ -26,6 +26,8 @@ export interface WorkerHttpContext {
   readonly hints: WorkerHints | undefined;
   readonly metrics: WorkerMetrics;
   closing(): boolean;
+  /** Close the server's idle keep-alive connections (while draining). */
+  releaseIdle(): void;
   info(): WorkerInfoResponse;
   /** The `/metrics` text, gauges refreshed. */
   metricsText(): Promise<string>;
@@ -71,6 +73,8 @@ async function handle(ctx: WorkerHttpContext, req: IncomingMessage, res: ServerR
   } catch (err) {
     sendError(ctx, res, err);
   } finally {
+    // A drain waits for keep-alive connections: let this one go once its answer is out.
+    if (ctx.closing()) res.once('finish', ctx.releaseIdle);
     const secs = Number(process.hrtime.bigint() - started) / 1e9;
     ctx.metrics.latency.observe({ endpoint }, secs);
     ctx.metrics.requests.inc({ endpoint, status: String(res.statusCode) });

@@ -223,6 +223,7 @@ class Worker implements CacheWorker {
       hints: this.#hints,
       metrics: this.#m,
       closing: () => this.#closing !== undefined || this.#destroying !== undefined,
+      releaseIdle: () => setImmediate(() => this.#server.closeIdleConnections()),
       info: () => this.info(),
       metricsText: () => this.#metricsText(),
     };
