@@ -74,7 +74,7 @@ async function handle(ctx: WorkerHttpContext, req: IncomingMessage, res: ServerR
     sendError(ctx, res, err);
   } finally {
     // A drain waits for keep-alive connections: let this one go once its answer is out.
-    if (ctx.closing()) res.once('finish', ctx.releaseIdle);
+    if (ctx.closing()) res.once('finish', () => ctx.releaseIdle());
     const secs = Number(process.hrtime.bigint() - started) / 1e9;
     ctx.metrics.latency.observe({ endpoint }, secs);
     ctx.metrics.requests.inc({ endpoint, status: String(res.statusCode) });
