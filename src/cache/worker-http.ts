@@ -14,7 +14,7 @@ import type { ReadThrough } from './worker-core.js';
 import type { LoadJobs } from './worker-jobs.js';
 import type { WorkerMetrics } from './worker-metrics.js';
 import { intParam, maxAgeParam, parseLoadBody, readJsonBody, requiredParam } from './worker-requests.js';
-import type { WorkerInfoResponse } from './worker.js';
+import type { WorkerInfoResponse } from './worker-options.js';
 
 export interface WorkerHttpContext {
   readonly id: string;
