@@ -705,9 +705,9 @@ export class CacheClient implements UnderFileSystem {
     const code = typeof payload.code === 'string' ? payload.code : '';
     const message = typeof payload.message === 'string' ? payload.message : `worker ${w.id} answered ${res.statusCode}`;
     if (isWorkerFault(res.statusCode) || !code.startsWith('GRANARY_ERR_')) return new WorkerFault(`worker ${w.id}: ${res.statusCode} ${message}`);
-    // A worker that may not read this prefix, or whose credentials the store refuses,
-    // is not the last word: the client's own store access may succeed.
-    if (code === ErrorCodes.FORBIDDEN_PREFIX || code === ErrorCodes.UNAUTHORIZED || code === ErrorCodes.ACCESS_DENIED) {
+    // A worker that may not read this prefix (or outside its file root), or whose
+    // credentials the store refuses, is not the last word: the client's own store access may succeed.
+    if (code === ErrorCodes.FORBIDDEN_PREFIX || code === ErrorCodes.PATH_ESCAPE || code === ErrorCodes.UNAUTHORIZED || code === ErrorCodes.ACCESS_DENIED) {
       return new WorkerFault(`worker ${w.id}: ${message}`);
     }
     const e: GranaryError = errorFromCode(code, message, url);

@@ -185,6 +185,18 @@ describe('a worker process with a file root', () => {
     expect(await metric(worker.url, 'granary_worker_refused_total', { reason: 'path_escape' })).toBeGreaterThanOrEqual(4);
     expect(await bytesFromStore()).toBe(before);
   });
+
+  it('lets a client read a file outside the worker\'s root through its own store', async () => {
+    const client = new CacheClient({ workers: [worker.url], ufs: new LocalUfs({ root: dir }) });
+    try {
+      for (const url of [pathToFileURL(join(dir, 'secret.txt')).href, pathToFileURL(join(root, 'link-out')).href]) {
+        expect(Buffer.from(await client.read(url, 0, SECRET.length)).toString(), url).toBe(SECRET);
+      }
+      expect(client.stats().fallbacks).toBeGreaterThanOrEqual(2);
+    } finally {
+      await client.close();
+    }
+  });
 });
 
 describe('a worker process with http(s) allow prefixes', () => {
