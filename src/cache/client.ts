@@ -21,7 +21,8 @@ import { EtcdMembership, StaticMembership, type Membership, type WorkerInfo } fr
 import { MetadataCache } from './metadata-cache.js';
 import { pageKey, pagesForRange } from './page-key.js';
 import { PageStore } from './page-store.js';
-import { routeAccesses, type HintRequest, type HintResponse } from './hints.js';
+import { routeAccesses } from './client-hints.js';
+import type { HintRequest, HintResponse } from './hint-request.js';
 import { Headers, Paths, isWorkerFault } from './protocol.js';
 import { HashRing, ringKey } from './ring.js';
 
