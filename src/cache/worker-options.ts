@@ -20,7 +20,12 @@ export interface WorkerOptions {
   pageSize?: number;
   /** Memory tier budget in bytes. @default 256 MiB */
   memoryBytes?: number;
-  /** Directory of the disk tier; no disk tier when absent. A restart on the same directory finds its pages again. */
+  /**
+   * Directory of the disk tier; no disk tier when absent. A restart on the same directory
+   * finds its pages again. One worker per directory: a lock with a heartbeat refuses a
+   * second (`GRANARY_ERR_CONFIG`); a worker killed without closing leaves a lock that
+   * is taken over once it missed 4 heartbeats (20 s).
+   */
   diskDir?: string;
   /** Disk tier budget in bytes. @default 1 GiB when `diskDir` is set */
   diskBytes?: number;
@@ -44,6 +49,9 @@ export interface WorkerOptions {
    * `GRANARY_ERR_FORBIDDEN_PREFIX`. Without it: `s3://` and (with `fileRoot`) `file://`.
    * `http(s)://` stores are read only under a prefix listed here; `'https://'` allows any
    * public host, and loopback, link-local or private addresses only when a prefix names the host.
+   * Host names are resolved and checked before each request; when `ufs` is given as
+   * options (not a ready client) the worker's own connections check them again at
+   * connect time and follow no redirects.
    * @default undefined (s3:// only, plus file:// under `fileRoot`)
    * @example ['s3://datasets/train/', 'https://data.example.com/public/']
    */

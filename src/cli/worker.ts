@@ -5,7 +5,7 @@ import { checkPageSize, DEFAULT_PAGE_SIZE } from '../cache/page-key.js';
 import { startWorker, type CacheWorker, type WorkerOptions } from '../cache/worker.js';
 import { flagsFromCommand, loadConfig } from '../config/load.js';
 import { SECTIONS } from '../config/keys.js';
-import { ConfigError } from '../errors.js';
+import { ClosedError, ConfigError } from '../errors.js';
 import { schemeOf } from '../ufs/url.js';
 import { clusterOption, durationParser, etcdOption, splitList, tokenOption } from './cache-options.js';
 import { checkUsage } from './errors.js';
@@ -168,11 +168,15 @@ Examples:
     let stopping = false;
     let stopped: () => void = () => undefined;
     const done = new Promise<void>((resolve) => (stopped = resolve));
+    const starting = new AbortController();
     const onSignal = (signal: NodeJS.Signals): void => {
       if (worker === undefined) {
-        // Still starting (registration waits for etcd for as long as it takes): nothing to hand back yet.
+        // Still starting (registration waits for etcd for as long as it takes): abort the
+        // start, which releases the page store's lock, and exit 1.
+        if (starting.signal.aborted) process.exit(1);
         process.stderr.write(`granary worker: ${signal} before the worker was ready; exiting\n`);
-        process.exit(1);
+        starting.abort(new ClosedError(`granary worker: ${signal} before the worker was ready`));
+        return;
       }
       if (stopping) {
         process.stderr.write(`granary worker ${worker.id}: second ${signal}, exiting without waiting\n`);
@@ -189,7 +193,10 @@ Examples:
         ? undefined
         : setTimeout(() => process.stderr.write(`granary worker: still registering in etcd ${opts.etcd?.endpoints.join(',')} (cluster ${opts.etcd?.cluster}) ...\n`), 5000);
     try {
-      worker = await startWorker({ ...opts, ufs });
+      worker = await startWorker({ ...opts, ufs, signal: starting.signal }).catch((err: unknown) => {
+        if (starting.signal.aborted) process.exit(1);
+        throw err;
+      });
       clearTimeout(slowEtcd);
       process.stdout.write(options.json ? `${JSON.stringify({ id: worker.id, url: worker.url })}\n` : `granary worker ${worker.id} listening on ${worker.url}\n`);
       await done;
