@@ -69,10 +69,13 @@ export class CallScope {
     }
   }
 
-  /** Refuse new calls, and end every call in flight now with `reasonFor(call)`. Idempotent. */
-  end(reasonFor: (call: CallInfo) => Error): void {
+  /**
+   * End every call in flight now with `reasonFor(call)`, and refuse later calls with
+   * `refuseWith(call)` (by default the same). Idempotent.
+   */
+  end(reasonFor: (call: CallInfo) => Error, refuseWith: (call: CallInfo) => Error = reasonFor): void {
     if (this.#endReason) return;
-    this.#endReason = reasonFor;
+    this.#endReason = refuseWith;
     const calls = [...this.#calls];
     this.#calls.clear();
     for (const [ac, call] of calls) ac.abort(reasonFor(call));

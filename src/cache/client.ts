@@ -243,7 +243,7 @@ export class CacheClient implements UnderFileSystem {
     this.#unsubscribe();
     // Aborting a queued task's signal removes it from the queue and rejects it; never
     // `queue.clear()`, which drops tasks without settling them.
-    this.#calls.end(reasonFor);
+    this.#calls.end(reasonFor, closedError);
     const errors: unknown[] = [];
     const step = async (fn: () => Promise<unknown>): Promise<void> => {
       await fn().catch((e: unknown) => errors.push(e));
