@@ -252,7 +252,8 @@ export class CacheClient implements UnderFileSystem {
     await this.#calls.drained();
     await step(() => this.#membership.close());
     if (!destroyWith) await step(() => this.#transport.close());
-    if (this.#tier) await step(() => (this.#tier as LocalPageTier).close());
+    const tier = this.#tier;
+    if (tier) await step(() => tier.close());
     if (this.#ownsUfs) await step(() => this.#store.inner.close());
     if (errors.length > 0) throw errors[0];
   }
