@@ -6,7 +6,8 @@
 import { UnavailableError, errorFromCode, throwIfAborted } from '../errors.js';
 import type { FileInfo, OpOptions } from '../ufs/types.js';
 import { splitRange } from './blocks.js';
-import { routeAccesses, type HintRequest, type HintResponse } from './hints.js';
+import { routeAccesses } from './client-hints.js';
+import type { HintRequest, HintResponse } from './hint-request.js';
 import type { WorkerInfo } from './membership.js';
 import { Paths } from './protocol.js';
 import { WorkerFault } from './worker-errors.js';

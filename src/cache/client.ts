@@ -11,7 +11,7 @@ import { invalidateOnWorkers, loadIntoWorkers, sendHints, type AdminTarget, type
 import { ClientMetadata } from './client-metadata.js';
 import { clientSettings, membershipFor, type CacheClientOptions, type CacheClientStats } from './client-options.js';
 import { CountedStore } from './counted-store.js';
-import type { HintRequest } from './hints.js';
+import type { HintRequest } from './hint-request.js';
 import { LocalPageTier } from './local-page-tier.js';
 import type { Membership, WorkerInfo } from './membership.js';
 import { HashRing, ringKey } from './ring.js';
