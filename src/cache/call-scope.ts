@@ -22,17 +22,18 @@ function whenAborted(signal: AbortSignal): Promise<never> {
   });
 }
 
+/**
+ * @example
+ * const calls = new CallScope();
+ * read(url, { signal }) { return calls.run({ what: 'read', url }, signal, (s) => this.#read(url, s)); }
+ * close() { calls.end((call) => new ClosedError(`closed (${call.what})`)); return calls.drained(); }
+ */
 export class CallScope {
   readonly #calls = new Map<AbortController, CallInfo>();
   readonly #work = new Set<Promise<void>>();
   #endReason: ((call: CallInfo) => Error) | undefined;
 
-  /** Whether `end()` has run: new calls are refused. */
-  get ended(): boolean {
-    return this.#endReason !== undefined;
-  }
-
-  /** The error a call gets once the scope has ended. */
+  /** The error a call gets once the scope has ended; undefined before. */
   endError(call: CallInfo): Error | undefined {
     return this.#endReason?.(call);
   }
