@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CacheClient } from '../../src/cache/client.js';
 import { startWorker, type CacheWorker } from '../../src/cache/worker.js';
 import { MemoryUfs } from '../../src/ufs/memory.js';
+import { deferred } from '../support/wait.js';
 
 const MiB = 1024 * 1024;
 
@@ -312,7 +313,7 @@ describe('cache worker edge cases', () => {
   it('refuses file:// path traversal and URLs outside its root with a coded 400', async () => {
     const root = await mkdtemp(join(tmpdir(), 'granary-worker-root-'));
     await writeFile(join(root, 'ok.bin'), 'fine');
-    const w = await startWorker({ ufs: { file: { root } } });
+    const w = await startWorker({ fileRoot: root });
     try {
       const ok = await fetch(`${w.url}/v1/read?url=${encodeURIComponent(pathToFileURL(join(root, 'ok.bin')).href)}&offset=0&length=4`);
       expect(ok.status).toBe(200);
@@ -403,17 +404,41 @@ describe('large parts read straight into the output', () => {
     }
   });
 
+  it("passes a worker's coded answer to the caller, on large and small reads alike, without reading the store", async () => {
+    const store = new MemoryUfs();
+    const u = 's3://bucket/raw/coded.bin';
+    const { etag } = await store.write(u, randomBytes(3 * MiB));
+    const body = JSON.stringify({ code: 'GRANARY_ERR_NOT_FOUND', message: `no ${u}` });
+    const server = createServer((_req, res) => {
+      res.writeHead(404, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const client = new CacheClient({ workers: [`http://127.0.0.1:${(server.address() as AddressInfo).port}`], ufs: store });
+    try {
+      await expect(client.read(u, 0, 2 * MiB, { etag })).rejects.toMatchObject({ code: 'GRANARY_ERR_NOT_FOUND', url: u });
+      await expect(client.read(u, 0, 1000, { etag })).rejects.toMatchObject({ code: 'GRANARY_ERR_NOT_FOUND', url: u });
+      expect(client.stats().fallbacks).toBe(0);
+      expect(client.stats().ufsRequests).toBe(0);
+    } finally {
+      await client.close();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
   it('rejects with the signal reason when a large read is aborted', async () => {
     const store = new MemoryUfs();
     await store.write('s3://bucket/raw/y.bin', randomBytes(4 * MiB));
-    const server = createServer(() => undefined); // never answers
+    const asked = deferred();
+    const server = createServer(() => asked.resolve()); // never answers
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
     const client = new CacheClient({ workers: [`http://127.0.0.1:${(server.address() as AddressInfo).port}`], ufs: store });
     try {
       const ac = new AbortController();
       const info = await store.stat('s3://bucket/raw/y.bin');
       const p = client.read('s3://bucket/raw/y.bin', 0, 4 * MiB, { etag: info.etag, signal: ac.signal });
-      setTimeout(() => ac.abort(new Error('caller gave up')), 50);
+      await asked.promise;
+      ac.abort(new Error('caller gave up'));
       await expect(p).rejects.toThrow('caller gave up');
     } finally {
       await client.close();
