@@ -16,14 +16,18 @@ import {
 import { createUfs, type UfsOptions } from '../ufs/router.js';
 import type { FileInfo, OpOptions, ReadOptions, RequestCounts, UnderFileSystem, WriteData } from '../ufs/types.js';
 import { checkRange, schemeOf } from '../ufs/url.js';
-import { CircuitBreaker, type BreakerOptions } from './breaker.js';
-import { EtcdMembership, StaticMembership, type Membership, type WorkerInfo } from './membership.js';
+import type { BreakerOptions } from './breaker.js';
+import type { Membership, WorkerInfo } from './membership.js';
 import { MetadataCache } from './metadata-cache.js';
 import { pageKey, pagesForRange } from './page-key.js';
 import { PageStore } from './page-store.js';
 import { routeAccesses, type HintRequest, type HintResponse } from './hints.js';
 import { Headers, Paths, isWorkerFault } from './protocol.js';
 import { HashRing, ringKey } from './ring.js';
+// Sharing one membership and one set of breakers with copies in other threads (src/cache/shared-state.ts).
+import { toPortable, type PortableSpec } from '../ufs/portable.js';
+import type { Breaker, BreakerTable } from './shared-breakers.js';
+import { describeCacheClient, ownClientState, type ClientState } from './shared-state.js';
 
 const MiB = 1024 * 1024;
 /** Reads of an object that keeps changing give up after this many versions. */
@@ -118,7 +122,8 @@ export class CacheClient implements UnderFileSystem {
   readonly #membership: Membership;
   #ring: HashRing;
   readonly #unsubscribe: () => void;
-  readonly #breakers = new Map<string, CircuitBreaker>();
+  readonly #state: ClientState;
+  readonly #breakers: BreakerTable;
   readonly #agent: Dispatcher;
   readonly #queue: PQueue;
   readonly #meta: MetadataCache;
@@ -133,7 +138,11 @@ export class CacheClient implements UnderFileSystem {
   readonly #counts = { hits: 0, misses: 0, fallbacks: 0, bytesFromCache: 0, bytesFromUfs: 0 };
   readonly #ufsCounts: RequestCounts = { list: 0, stat: 0, get: 0, put: 0, delete: 0, bytesRead: 0, bytesWritten: 0 };
 
-  constructor(options: CacheClientOptions = {}) {
+  /**
+   * @param state Internal: the membership and breakers of a copy rebuilt in another
+   * thread (src/cache/rebuilders.ts). Without it the client builds its own from `options`.
+   */
+  constructor(options: CacheClientOptions = {}, state?: ClientState) {
     this.#opts = options;
     if (options.etcd && options.workers) throw new InvalidArgumentError('Give `etcd` or `workers`, not both');
     this.#blockSize = positive('blockSize', options.blockSize, 16 * MiB);
@@ -149,9 +158,9 @@ export class CacheClient implements UnderFileSystem {
       this.#ufs = createUfs(options.ufs ?? {});
       this.#ownsUfs = true;
     }
-    this.#membership = options.etcd
-      ? new EtcdMembership({ endpoints: options.etcd.endpoints, cluster: options.etcd.cluster ?? 'default' })
-      : new StaticMembership(options.workers ?? []);
+    this.#state = state ?? ownClientState(options);
+    this.#membership = this.#state.membership;
+    this.#breakers = this.#state.breakers;
     this.#ring = new HashRing(this.#membership.members());
     this.#unsubscribe = this.#membership.subscribe((members) => {
       this.#ring = new HashRing(members);
@@ -180,6 +189,14 @@ export class CacheClient implements UnderFileSystem {
       if (localCache.pageSize !== undefined) options.localCache.pageSize = localCache.pageSize;
     }
     return { kind: 'cache', options };
+  }
+
+  /**
+   * How another thread of this process rebuilds this client (src/ufs/portable.ts): the
+   * copy shares this client's membership and breakers instead of building its own.
+   */
+  [toPortable](): PortableSpec | undefined {
+    return describeCacheClient(this.portableSpec(), this.#state);
   }
 
   /** Resolves once the first membership is known (immediately for a static list). */
@@ -362,7 +379,7 @@ export class CacheClient implements UnderFileSystem {
     this.#closed = true;
     this.#unsubscribe();
     this.#queue.clear();
-    await this.#membership.close();
+    await this.#state.close();
     await this.#agent.close();
     if (this.#local) await (await this.#local).close();
     if (this.#ownsUfs) await this.#ufs.close();
@@ -496,10 +513,8 @@ export class CacheClient implements UnderFileSystem {
     return bytes;
   }
 
-  #breaker(id: string): CircuitBreaker {
-    let b = this.#breakers.get(id);
-    if (!b) this.#breakers.set(id, (b = new CircuitBreaker(this.#opts.breaker)));
-    return b;
+  #breaker(id: string): Breaker {
+    return this.#breakers.get(id);
   }
 
   /** One ranged read from a worker, written straight into `out` at `at`. Worker faults throw `WorkerFault`. */
