@@ -45,7 +45,8 @@ type HubMessage =
       failure: { code: string; message: string } | undefined;
       breakers: SharedArrayBuffer;
     }
-  | { t: 'closed' };
+  | { t: 'closed' }
+  | ThreadMessage;
 
 type ThreadMessage = { t: 'hello' } | { t: 'trip'; worker: string; threadId: number };
 
@@ -153,10 +154,17 @@ export class PortMembership implements Membership {
   #failure: GranaryError | undefined;
   #closed = false;
 
-  /** `onBreakers` gets the owner's breaker memory with the first state, before any member is published. */
-  constructor(ref: HubRef, source: 'static' | 'etcd', onBreakers: (buffer: SharedArrayBuffer) => void) {
+  /**
+   * `onBreakers` gets the owner's breaker memory with the first state, before any member
+   * is published. `initial`: the list to start from (a static list, known without asking).
+   */
+  constructor(ref: HubRef, source: 'static' | 'etcd', onBreakers: (buffer: SharedArrayBuffer) => void, initial?: readonly WorkerInfo[]) {
     this.source = source;
     this.#onBreakers = onBreakers;
+    if (initial !== undefined) {
+      this.#members = Object.freeze([...initial]);
+      this.#ready = true;
+    }
     this.#bc = new BroadcastChannel(ref.channel);
     this.#bc.unref();
     this.#bc.onmessage = (ev) => this.#onMessage((ev as { data: HubMessage }).data);
@@ -240,16 +248,18 @@ export class PortMembership implements Membership {
       }
       return;
     }
-    if (m.seq <= this.#seq) return;
+    // Other copies' hellos and trip reports come by too: only the hub's state is for us.
+    if (m.t !== 'state' || m.seq <= this.#seq) return;
     const first = this.#seq < 0;
     this.#seq = m.seq;
     if (first) this.#onBreakers(m.breakers);
+    const initial = first && !this.#ready;
     if (m.failure && !this.#ready) {
       this.#failure = errorFromCode(m.failure.code, m.failure.message);
       this.#settle(this.#failure);
       return;
     }
-    this.#apply(m.members, first ? 'initial' : m.reason);
+    this.#apply(m.members, initial ? 'initial' : m.reason);
     if (m.ready && !this.#ready) {
       this.#ready = true;
       this.#settle();

@@ -12,7 +12,7 @@ import { portableUfsOptions } from '../ufs/router.js';
 import { specOf, type PortableSpec } from '../ufs/portable.js';
 import type { UnderFileSystem } from '../ufs/types.js';
 import { CircuitBreaker, type BreakerOptions } from './breaker.js';
-import { EtcdMembership, StaticMembership, type Membership } from './membership.js';
+import { EtcdMembership, StaticMembership, type Membership, type WorkerInfo } from './membership.js';
 import { MembershipHub, PortMembership, publishTrip, type HubRef } from './membership-port.js';
 import { SharedBreakers, type Breaker, type BreakerTable } from './shared-breakers.js';
 
@@ -100,9 +100,14 @@ class JoinedState extends BaseState implements ClientState {
         return b;
       },
     };
-    this.membership = new PortMembership(ref, options.etcd ? 'etcd' : 'static', (buffer) => {
-      shared = new SharedBreakers(options.breaker ?? {}, buffer, (id) => this.membership.reportTrip(id));
-    });
+    this.membership = new PortMembership(
+      ref,
+      options.etcd ? 'etcd' : 'static',
+      (buffer) => {
+        shared = new SharedBreakers(options.breaker ?? {}, buffer, (id) => this.membership.reportTrip(id));
+      },
+      options.etcd ? undefined : staticMembers(options.workers ?? []),
+    );
   }
 
   share(): HubRef | undefined {
@@ -113,6 +118,14 @@ class JoinedState extends BaseState implements ClientState {
     this.#closed = true;
     await this.membership.close();
   }
+}
+
+/** A static list as `StaticMembership` reads it (ids included), known at once. */
+function staticMembers(workers: readonly string[]): readonly WorkerInfo[] {
+  const m = new StaticMembership(workers);
+  const members = m.members();
+  void m.close();
+  return members;
 }
 
 /** The state of a client built from its options: a membership of its own, its own breakers. */

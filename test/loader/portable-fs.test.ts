@@ -18,6 +18,8 @@ import { startHttpServer, type TestHttpServer } from '../support/http-server.js'
 import { startS3rver, type S3rverHandle } from '../support/s3rver.js';
 
 const KiB = 1024;
+/** What a cache client's spec carries besides its options: the hub of the state its copies here share. */
+const share = { channel: expect.stringMatching(/^granary:hub:/) as unknown, pid: process.pid };
 const data = randomBytes(300 * KiB + 17);
 
 /** spec -> structuredClone (as postMessage would) -> a new client; the spec is checked first. */
@@ -158,6 +160,7 @@ describe('portable store specs', () => {
           breaker: { cooldownMs: 500 },
           replicas: 1,
         },
+        share,
       });
       expect(copy).toBeInstanceOf(CacheClient);
       await expectEquivalent(fs, copy, fileUrl);
@@ -175,7 +178,7 @@ describe('portable store specs', () => {
     const fs = new CacheClient({ workers: [worker.url], ufs: store, token: 't', etcd: undefined });
     const { spec, copy } = rebuild(fs);
     try {
-      expect(spec).toEqual({ kind: 'cache', options: { workers: [worker.url], ufs: { kind: 'local', options: { root: dir, fsync: true } }, token: 't' } });
+      expect(spec).toEqual({ kind: 'cache', options: { workers: [worker.url], ufs: { kind: 'local', options: { root: dir, fsync: true } }, token: 't' }, share });
       // The copy describes itself the same way (its store is a client it owns).
       expect(ufsSpecOf(copy)).toEqual(spec);
       await expectEquivalent(fs, copy, fileUrl);
@@ -196,7 +199,7 @@ describe('portable store specs', () => {
     });
     const { spec, copy } = rebuild(fs);
     try {
-      expect(spec).toEqual({ kind: 'cache', options: { workers: [], ufs: { file: { root: dir } }, localCache: { memoryBytes: 4 * 1024 * KiB, pageSize: 64 * KiB } } });
+      expect(spec).toEqual({ kind: 'cache', options: { workers: [], ufs: { file: { root: dir } }, localCache: { memoryBytes: 4 * 1024 * KiB, pageSize: 64 * KiB } }, share });
       await expectEquivalent(fs, copy, fileUrl);
     } finally {
       await copy.close();
@@ -207,7 +210,7 @@ describe('portable store specs', () => {
   it('carries etcd membership options', async () => {
     const fs = new CacheClient({ etcd: { endpoints: ['http://127.0.0.1:1'], cluster: 'c1' }, ufs: { file: { root: dir } } });
     try {
-      expect(ufsSpecOf(fs)).toEqual({ kind: 'cache', options: { etcd: { endpoints: ['http://127.0.0.1:1'], cluster: 'c1' }, ufs: { file: { root: dir } } } });
+      expect(ufsSpecOf(fs)).toEqual({ kind: 'cache', options: { etcd: { endpoints: ['http://127.0.0.1:1'], cluster: 'c1' }, ufs: { file: { root: dir } } }, share });
     } finally {
       await fs.close();
     }
