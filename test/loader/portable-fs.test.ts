@@ -257,6 +257,6 @@ describe('portable store specs', () => {
   });
 
   it('refuses a spec of an unknown kind with a coded error', () => {
-    expect(() => ufsFromSpec({ kind: 'ftp', options: {} } as unknown as UfsSpec)).toThrow(expect.objectContaining({ code: 'GRANARY_ERR_INVALID_ARGUMENT' }));
+    expect(() => ufsFromSpec({ kind: 'ftp', options: {} })).toThrow(expect.objectContaining({ code: 'GRANARY_ERR_INVALID_ARGUMENT' }));
   });
 });
