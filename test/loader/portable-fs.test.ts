@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CacheClient } from '../../src/cache/client.js';
 import { startWorker, type CacheWorker } from '../../src/cache/worker.js';
 import { ufsFromSpec, ufsSpecOf, type UfsSpec } from '../../src/loader/portable-fs.js';
+import { registerRebuilder, toPortable, type PortableSpec } from '../../src/ufs/portable.js';
 import { HttpUfs } from '../../src/ufs/http.js';
 import { LocalUfs } from '../../src/ufs/local.js';
 import { MemoryUfs } from '../../src/ufs/memory.js';
@@ -253,6 +254,52 @@ describe('portable store specs', () => {
       expect(ufsSpecOf(routed)).toBeUndefined();
     } finally {
       await routed.close();
+    }
+  });
+
+  it('rebuilds a client of a kind registered from outside the loader, and a subclass that describes itself', async () => {
+    /** A store the loader has never heard of: a jail under `root`, described as its own kind. */
+    class Jailed extends LocalUfs {
+      override [toPortable](): PortableSpec {
+        return { kind: 'test:jailed', options: { root: this.root } };
+      }
+    }
+    registerRebuilder('test:jailed', (s) => new Jailed(s.options as { root: string }));
+    const fs = new Jailed({ root: dir });
+    const { spec, copy } = rebuild(fs);
+    try {
+      expect(spec).toEqual({ kind: 'test:jailed', options: { root: dir } });
+      expect(copy).toBeInstanceOf(Jailed);
+      await expectEquivalent(fs, copy, fileUrl);
+      // A cache client in front of it describes it by its own spec.
+      const cache = new CacheClient({ workers: [worker.url], ufs: fs });
+      try {
+        expect(ufsSpecOf(cache)).toEqual({ kind: 'cache', options: { workers: [worker.url], ufs: spec }, share });
+      } finally {
+        await cache.close();
+      }
+    } finally {
+      await copy.close();
+      await fs.close();
+    }
+  });
+
+  it('builds a cache client of its own from a spec taken to another process', async () => {
+    const fs = new CacheClient({ workers: [worker.url], ufs: { file: { root: dir } } });
+    const spec = ufsSpecOf(fs)!;
+    // Another process has no hub of that name: the copy must not wait for one.
+    const elsewhere = { ...spec, share: { ...(spec.share as object), pid: process.pid + 1 } };
+    const copy = ufsFromSpec(elsewhere) as CacheClient;
+    try {
+      await copy.ready();
+      expect(copy.workers().map((w) => w.url)).toEqual([worker.url]);
+      // It has a hub of its own for its own copies.
+      expect((ufsSpecOf(copy)?.share as { channel: string }).channel).not.toBe((spec.share as { channel: string }).channel);
+      await expectEquivalent(fs, copy, fileUrl);
+      expect(copy.stats().fallbacks).toBe(0);
+    } finally {
+      await copy.close();
+      await fs.close();
     }
   });
 
