@@ -12,6 +12,7 @@
  * that fills up (more workers than `capacity`) gives the extra workers a breaker
  * local to the thread that asked.
  */
+import { optionalInt } from '../util/validate.js';
 import { CircuitBreaker, type BreakerOptions, type BreakerState } from './breaker.js';
 
 /** What the client asks of a worker's breaker. */
@@ -96,7 +97,7 @@ export class SharedBreakers implements BreakerTable {
     this.#now = options.now ?? Date.now;
     this.#onTrip = onTrip;
     if (buffer === undefined) {
-      this.capacity = options.capacity ?? DEFAULT_CAPACITY;
+      this.capacity = optionalInt('breaker.capacity', options.capacity, DEFAULT_CAPACITY, 1, 1 << 20);
       this.buffer = new SharedArrayBuffer(layout(this.capacity).bytes);
       this.#header = new Int32Array(this.buffer, 0, HEADER);
       this.#header[1] = this.capacity;
