@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds what a benchmark needs on a machine that has no network and no Node (the lent
-# accelerator machine: see docs/BENCHMARKS.md, "On a 16-core machine"), into bench/device/
+# accelerator machine: see bench/NOTES.md, "On a 16-core machine"), into bench/device/
 # (git-ignored):
 #   node.xz      - this machine's node v20 binary, xz -9e (~24 MB)
 #   mods.tar.xz  - the runtime node_modules closure: the package's dependencies but s3rver,

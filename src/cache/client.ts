@@ -21,7 +21,8 @@ import type { Membership, WorkerInfo } from './membership.js';
 import { MetadataCache } from './metadata-cache.js';
 import { pageKey, pagesForRange } from './page-key.js';
 import { PageStore } from './page-store.js';
-import { routeAccesses, type HintRequest, type HintResponse } from './hints.js';
+import { routeAccesses } from './client-hints.js';
+import type { HintRequest, HintResponse } from './hint-request.js';
 import { Headers, Paths, isWorkerFault } from './protocol.js';
 import { HashRing, ringKey } from './ring.js';
 // Sharing one membership and one set of breakers with copies in other threads (src/cache/shared-state.ts).

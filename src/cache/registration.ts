@@ -14,18 +14,10 @@ import { channel } from 'node:diagnostics_channel';
 import { EventEmitter } from 'node:events';
 import type { Etcd3, Lease } from 'etcd3';
 import { ClosedError, InternalError, InvalidArgumentError, type GranaryError } from '../errors.js';
-import {
-  createEtcdClient,
-  etcdError,
-  isTerminalEtcdError,
-  retryDelayMs,
-  sleepUnlessAborted,
-  validateCluster,
-  validateEndpoints,
-  validateWorkerInfo,
-  workerKey,
-  type WorkerInfo,
-} from './membership.js';
+import { abortable, retry } from '../util/retry.js';
+import { checkInt, optionalInt } from '../util/validate.js';
+import { ETCD_BACKOFF, createEtcdClient, encodeWorkerInfo, etcdError, isTerminalEtcdError, workerKey } from './etcd.js';
+import { validateCluster, validateEndpoints, validateWorkerInfo, type WorkerInfo } from './membership-options.js';
 
 export interface RegistrationOptions {
   /**
@@ -44,7 +36,7 @@ export interface RegistrationOptions {
    */
   ttlSeconds?: number | undefined;
   /**
-   * Deadline for each etcd request (grant, put, revoke).
+   * Deadline for each etcd request (grant, put, revoke), in ms.
    * @default 5000
    */
   requestTimeoutMs?: number | undefined;
@@ -104,6 +96,8 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
   #failure: GranaryError | undefined;
   #loop: Promise<void>;
   #closing: Promise<void> | undefined;
+  /** Revokes of leases from failed attempts, still in flight. */
+  readonly #revoking = new Set<Promise<void>>();
   readonly #waiters = new Set<{ resolve: () => void; reject: (e: unknown) => void }>();
 
   constructor(options: RegistrationOptions) {
@@ -116,18 +110,9 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
     this.cluster = options.cluster;
     this.#info = validateWorkerInfo(options.info);
     this.key = workerKey(this.cluster, this.#info.id);
-    const ttl = options.ttlSeconds ?? 10;
-    if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 2) {
-      throw new InvalidArgumentError(
-        `Expected \`ttlSeconds\` to be an integer >= 2 (etcd's minimum lease TTL), got ${String(ttl)} (${typeof ttl})`,
-      );
-    }
-    this.ttlSeconds = ttl;
-    const t = options.requestTimeoutMs ?? 5000;
-    if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0) {
-      throw new InvalidArgumentError(`Expected \`requestTimeoutMs\` to be a number > 0, got ${String(t)} (${typeof t})`);
-    }
-    this.#requestTimeoutMs = t;
+    // 2 s is etcd's minimum lease TTL.
+    this.ttlSeconds = checkInt('ttlSeconds', options.ttlSeconds ?? 10, 2);
+    this.#requestTimeoutMs = optionalInt('requestTimeoutMs', options.requestTimeoutMs, 5000);
     this.#client = createEtcdClient(this.endpoints);
     // A failed load is reported by #run()'s first attempt.
     this.#client.catch(() => undefined);
@@ -160,22 +145,15 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
     this.#assertOpen();
     if (this.#state === 'registered') return;
     if (this.#failure) throw this.#failure;
-    const signal = options.signal;
-    if (signal?.aborted) throw signal.reason;
     let waiter: { resolve: () => void; reject: (e: unknown) => void } | undefined;
-    let onAbort: (() => void) | undefined;
+    const registered = new Promise<void>((resolve, reject) => {
+      waiter = { resolve, reject };
+      this.#waiters.add(waiter);
+    });
     try {
-      await new Promise<void>((resolve, reject) => {
-        waiter = { resolve, reject };
-        this.#waiters.add(waiter);
-        if (signal) {
-          onAbort = () => reject(signal.reason);
-          signal.addEventListener('abort', onAbort, { once: true });
-        }
-      });
+      await abortable(registered, options.signal);
     } finally {
       if (waiter) this.#waiters.delete(waiter);
-      if (onAbort) signal?.removeEventListener('abort', onAbort);
     }
   }
 
@@ -197,18 +175,33 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
     const lease = this.#lease;
     if (this.#state !== 'registered' || lease === undefined) return;
     try {
-      await this.#put(lease, next);
+      await abortable(this.#put(lease, next), options.signal);
     } catch (err) {
+      if (options.signal?.aborted) throw err;
+      if (this.#stop.signal.aborted) throw new ClosedError(`registration of ${this.key} was closed while updating it`, { cause: err });
       throw etcdError(err, this.endpoints, `updating ${this.key}`);
     }
   }
 
   /**
    * Revoke the lease so clients drop this worker at once, then disconnect. If etcd
-   * cannot be reached the key expires with its TTL instead. Idempotent.
+   * cannot be reached the key expires with its TTL instead. `whenRegistered()` waiters
+   * and updates in flight reject with `GRANARY_ERR_CLOSED`. Resolves once the
+   * registration loop, the lease's keepalives and the etcd client have all stopped.
+   * Idempotent.
    */
   close(): Promise<void> {
-    this.#closing ??= this.#doClose();
+    this.#closing ??= this.#shutdown(new ClosedError(`registration of ${this.key} was closed`), true);
+    return this.#closing;
+  }
+
+  /**
+   * Stop at once, like a crash: keepalives stop and the client disconnects, but the
+   * lease is not revoked, so clients drop this worker only when its TTL runs out.
+   * `whenRegistered()` waiters reject with `err`. Idempotent (a no-op after `close()`).
+   */
+  destroy(err?: Error): Promise<void> {
+    this.#closing ??= this.#shutdown(err ?? new ClosedError(`registration of ${this.key} was destroyed`), false);
     return this.#closing;
   }
 
@@ -216,26 +209,31 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
     await this.close();
   }
 
-  async #doClose(): Promise<void> {
+  async #shutdown(reason: Error, graceful: boolean): Promise<void> {
     const wasFailed = this.#state === 'failed';
     this.#state = 'closed';
-    this.#stop.abort();
-    this.#settle(new ClosedError(`registration of ${this.key} was closed`));
+    this.#stop.abort(reason);
+    this.#settle(reason);
     const lease = this.#lease;
     this.#lease = undefined;
     let revoked = false;
     if (lease !== undefined) {
       lease.removeAllListeners();
-      try {
-        await lease.revoke({ deadline: Date.now() + this.#requestTimeoutMs });
-        revoked = true;
-      } catch {
-        // etcd unreachable: the lease (and key) expire after ttlSeconds on their own.
+      if (graceful) {
+        try {
+          await lease.revoke({ deadline: Date.now() + this.#requestTimeoutMs });
+          revoked = true;
+        } catch {
+          // etcd unreachable: the lease (and key) expire after ttlSeconds on their own.
+          lease.release();
+        }
+      } else {
         lease.release();
       }
     }
     await this.#loop;
-    {
+    await Promise.all([...this.#revoking]);
+    if (graceful) {
       // Belt and braces: a lease granted by a re-registration racing this close, a revoke
       // etcd acknowledged late, or one that timed out on a loaded machine while etcd was
       // there, must not leave the key behind for a TTL. Delete it if it still holds what
@@ -280,7 +278,7 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
   }
 
   #put(lease: Lease, info: WorkerInfo): Promise<unknown> {
-    const value = JSON.stringify(info);
+    const value = encodeWorkerInfo(info);
     this.#lastWritten = value;
     return lease
       .put(this.key)
@@ -298,74 +296,26 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
       this.#fail(new InternalError(`Registering ${this.key}: the etcd client could not be loaded: ${String(err)}`, { cause: err }));
       return;
     }
-    for (let attempt = 0; !stop.aborted; ) {
-      // Grant options carry the deadline; etcd3 keeps it off the keepalive stream.
-      const lease = client.lease(this.ttlSeconds, { deadline: Date.now() + this.#requestTimeoutMs });
-      let onLost!: (err: Error) => void;
-      const lost = new Promise<Error>((resolve) => {
-        onLost = resolve;
-      });
-      lease.on('lost', (err: Error) => onLost(err));
-      lease.on('keepaliveSucceeded', () => {
-        if (lease === this.#lease) this.#lastKeepaliveAt = Date.now();
-      });
-      // etcd3 types this handler's argument as a keepalive response; it is the error.
-      lease.on('keepaliveFailed', (res: unknown) => {
-        if (lease !== this.#lease) return;
-        const err = res instanceof Error ? res : new Error(String(res));
-        if (registrationChannels.keepaliveFailed.hasSubscribers) {
-          registrationChannels.keepaliveFailed.publish({ ...this.#tag(), error: err });
-        }
-        this.emit('keepaliveFailed', err);
-      });
+    while (!stop.aborted) {
+      let registered: { lease: Lease; lost: Promise<Error> };
       try {
-        // Re-put if update() changed the info while this put was in flight.
-        let written: WorkerInfo;
-        do {
-          written = this.#info;
-          await this.#put(lease, written);
-        } while (written !== this.#info && !stop.aborted);
-        const id = await lease.grant();
-        if (stop.aborted) {
-          await lease.revoke({ deadline: Date.now() + this.#requestTimeoutMs }).catch(() => lease.release());
-          return;
-        }
-        this.#lease = lease;
-        this.#leaseId = id;
-        this.#lastKeepaliveAt = Date.now();
-        this.#state = 'registered';
-        attempt = 0;
-        if (registrationChannels.registered.hasSubscribers) {
-          registrationChannels.registered.publish({ ...this.#tag(), leaseId: id, ttlSeconds: this.ttlSeconds });
-        }
-        this.emit('registered', id);
-        this.#settle();
-      } catch (err) {
-        lease.removeAllListeners();
-        // The grant may have succeeded and the put failed: free it rather than leave it to expire.
-        void lease.revoke({ deadline: Date.now() + this.#requestTimeoutMs }).catch(() => lease.release());
-        if (stop.aborted) return;
-        const e = etcdError(err, this.endpoints, `registering ${this.key}`);
-        const terminal = isTerminalEtcdError(err);
-        if (registrationChannels.error.hasSubscribers) {
-          registrationChannels.error.publish({ ...this.#tag(), error: e, terminal });
-        }
-        if (terminal) {
-          this.#fail(e);
-          return;
-        }
-        await sleepUnlessAborted(retryDelayMs(attempt++), stop);
-        continue;
+        registered = await retry(() => this.#register(client), {
+          ...ETCD_BACKOFF,
+          attempts: Infinity,
+          signal: stop,
+          retryable: (err) => !this.#registerFailed(err),
+        });
+      } catch {
+        // Closed, or a terminal failure #registerFailed has reported.
+        return;
       }
-
-      const err = await Promise.race([
-        lost,
-        new Promise<undefined>((resolve) => {
-          if (stop.aborted) resolve(undefined);
-          else stop.addEventListener('abort', () => resolve(undefined), { once: true });
-        }),
-      ]);
-      if (err === undefined || stop.aborted) return;
+      let err: Error;
+      try {
+        err = await abortable(registered.lost, stop);
+      } catch {
+        return;
+      }
+      const lease = registered.lease;
       lease.removeAllListeners();
       lease.release();
       this.#lease = undefined;
@@ -376,6 +326,71 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
       }
       this.emit('lost', err);
     }
+  }
+
+  /** One attempt: grant a lease, put the key under it. Resolves once registered, with a promise of the lease's loss. */
+  async #register(client: Etcd3): Promise<{ lease: Lease; lost: Promise<Error> }> {
+    const stop = this.#stop.signal;
+    // Grant options carry the deadline; etcd3 keeps it off the keepalive stream.
+    const lease = client.lease(this.ttlSeconds, { deadline: Date.now() + this.#requestTimeoutMs });
+    const lost = new Promise<Error>((resolve) => {
+      lease.on('lost', resolve);
+    });
+    lease.on('keepaliveSucceeded', () => {
+      if (lease === this.#lease) this.#lastKeepaliveAt = Date.now();
+    });
+    // etcd3 types this handler's argument as a keepalive response; it is the error.
+    lease.on('keepaliveFailed', (res: unknown) => {
+      if (lease !== this.#lease) return;
+      const err = res instanceof Error ? res : new Error(String(res));
+      if (registrationChannels.keepaliveFailed.hasSubscribers) {
+        registrationChannels.keepaliveFailed.publish({ ...this.#tag(), error: err });
+      }
+      this.emit('keepaliveFailed', err);
+    });
+    try {
+      // Re-put if update() changed the info while this put was in flight.
+      let written: WorkerInfo;
+      do {
+        written = this.#info;
+        await this.#put(lease, written);
+      } while (written !== this.#info && !stop.aborted);
+      const id = await lease.grant();
+      if (stop.aborted) throw stop.reason;
+      this.#lease = lease;
+      this.#leaseId = id;
+      this.#lastKeepaliveAt = Date.now();
+      this.#state = 'registered';
+      if (registrationChannels.registered.hasSubscribers) {
+        registrationChannels.registered.publish({ ...this.#tag(), leaseId: id, ttlSeconds: this.ttlSeconds });
+      }
+      this.emit('registered', id);
+      this.#settle();
+      return { lease, lost };
+    } catch (err) {
+      lease.removeAllListeners();
+      // The grant may have succeeded and the put failed: free it rather than leave it to
+      // expire. Not awaited, so a black-holed etcd does not slow the next attempt; close()
+      // waits for it.
+      const revoking = lease.revoke({ deadline: Date.now() + this.#requestTimeoutMs }).then(
+        () => undefined,
+        () => lease.release(),
+      );
+      this.#revoking.add(revoking);
+      void revoking.finally(() => this.#revoking.delete(revoking));
+      throw err;
+    }
+  }
+
+  /** Report a failed attempt; true when it is terminal (the registration has then failed). */
+  #registerFailed(err: unknown): boolean {
+    const e = etcdError(err, this.endpoints, `registering ${this.key}`);
+    const terminal = isTerminalEtcdError(err);
+    if (registrationChannels.error.hasSubscribers) {
+      registrationChannels.error.publish({ ...this.#tag(), error: e, terminal });
+    }
+    if (terminal) this.#fail(e);
+    return terminal;
   }
 }
 

@@ -75,7 +75,7 @@ function gatherFixed(type: DataType, srcs: AnyData[], s: Int32Array, r: Int32Arr
  * rows are independent, so their cache and TLB misses overlap, and the loop's own
  * overhead is paid once per eight words. For 64-byte rows drawn at random from four
  * 65,536-row groups this takes ~57-87 ns per row against ~108-140 ns one row and one
- * word at a time (measured on the 2-core development machine, see docs/BENCHMARKS.md).
+ * word at a time (measured on the 2-core development machine, see bench/NOTES.md).
  */
 function copyRowsByWords(out: Int32Array, views: Int32Array[], s: Int32Array, r: Int32Array, w: number): void {
   const n = s.length;

@@ -1,5 +1,4 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, interceptors, request, type Dispatcher } from 'undici';
 import {
   AccessDeniedError,
@@ -18,6 +17,8 @@ import {
   ErrorCodes,
   throwIfAborted,
 } from '../errors.js';
+import { retry } from '../util/retry.js';
+import { checkInt, optionalInt } from '../util/validate.js';
 import { RequestCounter } from './counters.js';
 import { compareBytes } from './memory.js';
 import { checkRange, schemeOf } from './url.js';
@@ -67,15 +68,6 @@ export interface HttpStats {
 /** Largest directory index page the lister reads. */
 const MAX_INDEX_BYTES = 64 * 1024 * 1024;
 const MAX_BACKOFF_MS = 5000;
-
-function positiveInt(name: string, v: unknown, dflt: number): number {
-  if (v === undefined) return dflt;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) {
-    const shown = typeof v === 'number' || typeof v === 'string' ? String(v) : JSON.stringify(v);
-    throw new InvalidArgumentError(`Expected \`${name}\` to be an integer from 1 and up, got \`${shown}\` (${typeof v})`);
-  }
-  return v;
-}
 
 function header(headers: IncomingHttpHeaders, name: string): string | undefined {
   const v = headers[name];
@@ -207,21 +199,15 @@ export class HttpUfs implements StoreAdapter {
     }
     this.#options = options;
     const { timeoutMs = 30_000, headers = {}, maxAttempts, retryBaseMs = 100, connections, listConcurrency, dispatcher } = options;
-    if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0) {
-      throw new InvalidArgumentError(`Expected \`timeoutMs\` to be a positive number, got \`${String(timeoutMs)}\` (${typeof timeoutMs})`);
-    }
-    if (typeof retryBaseMs !== 'number' || !Number.isFinite(retryBaseMs) || retryBaseMs < 0) {
-      throw new InvalidArgumentError(`Expected \`retryBaseMs\` to be a number from 0 and up, got \`${String(retryBaseMs)}\` (${typeof retryBaseMs})`);
-    }
     if (headers === null || typeof headers !== 'object' || Object.values(headers).some((v) => typeof v !== 'string')) {
       throw new InvalidArgumentError(`Expected \`headers\` to be an object of strings, got \`${JSON.stringify(headers)}\``);
     }
-    this.#timeoutMs = timeoutMs;
+    this.#timeoutMs = checkInt('timeoutMs', timeoutMs, 1);
     this.#headers = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]));
-    this.#maxAttempts = positiveInt('maxAttempts', maxAttempts, 3);
-    this.#retryBaseMs = retryBaseMs;
-    this.#listConcurrency = positiveInt('listConcurrency', listConcurrency, 16);
-    const conns = positiveInt('connections', connections, 16);
+    this.#maxAttempts = optionalInt('maxAttempts', maxAttempts, 3);
+    this.#retryBaseMs = checkInt('retryBaseMs', retryBaseMs, 0);
+    this.#listConcurrency = optionalInt('listConcurrency', listConcurrency, 16);
+    const conns = optionalInt('connections', connections, 16);
     if (dispatcher) this.#dispatcher = dispatcher;
     else {
       this.#agent = new Agent({
@@ -576,40 +562,41 @@ export class HttpUfs implements StoreAdapter {
     signal: AbortSignal | undefined,
     attempt: (signal: AbortSignal, abortAttempt: () => void) => Promise<T>,
   ): Promise<T> {
-    for (let n = 1; ; n++) {
-      this.#checkOpen(url);
-      throwIfAborted(signal);
-      const timer = new AbortController();
-      const cut = new AbortController();
-      const timeout = setTimeout(
-        () => timer.abort(new TimeoutError(`HTTP request for ${url} timed out after ${this.#timeoutMs} ms (attempt ${n} of ${this.#maxAttempts})`, { url })),
-        this.#timeoutMs,
-      );
-      const signals = [timer.signal, cut.signal];
-      if (signal) signals.push(signal);
-      this.#counter.count(kind);
-      try {
-        return await attempt(AbortSignal.any(signals), () => cut.abort(new Error('transfer no longer needed')));
-      } catch (raw) {
-        if (signal?.aborted) throw signal.reason;
-        if (timer.signal.aborted) throw timer.signal.reason;
-        const err = this.#classify(raw, url);
-        const retryable = err instanceof GranaryError && err.code === ErrorCodes.UNAVAILABLE && !FINAL.has(err);
-        if (!retryable) throw err;
-        if (n >= this.#maxAttempts) {
-          throw new UnavailableError(`${err.message} (gave up after ${n} attempt${n === 1 ? '' : 's'})`, { url, cause: err });
-        }
-        this.#stats.retries++;
-        const backoff = Math.random() * Math.min(MAX_BACKOFF_MS, this.#retryBaseMs * 2 ** (n - 1));
+    return retry(
+      async (n) => {
+        this.#checkOpen(url);
+        const timer = new AbortController();
+        const cut = new AbortController();
+        const timeout = setTimeout(
+          () => timer.abort(new TimeoutError(`HTTP request for ${url} timed out after ${this.#timeoutMs} ms (attempt ${n} of ${this.#maxAttempts})`, { url })),
+          this.#timeoutMs,
+        );
+        const signals = [timer.signal, cut.signal];
+        if (signal) signals.push(signal);
+        this.#counter.count(kind);
         try {
-          await sleep(backoff, undefined, signal ? { signal } : undefined);
-        } catch {
-          throw signal?.reason ?? err;
+          return await attempt(AbortSignal.any(signals), () => cut.abort(new Error('transfer no longer needed')));
+        } catch (raw) {
+          if (signal?.aborted) throw signal.reason;
+          if (timer.signal.aborted) throw timer.signal.reason;
+          throw this.#classify(raw, url);
+        } finally {
+          clearTimeout(timeout);
         }
-      } finally {
-        clearTimeout(timeout);
-      }
-    }
+      },
+      {
+        attempts: this.#maxAttempts,
+        baseMs: this.#retryBaseMs,
+        maxMs: MAX_BACKOFF_MS,
+        signal,
+        retryable: (err) => err instanceof GranaryError && err.code === ErrorCodes.UNAVAILABLE && !FINAL.has(err),
+        onRetry: () => {
+          this.#stats.retries++;
+        },
+        exhausted: (err, n) =>
+          new UnavailableError(`${(err as Error).message} (gave up after ${n} attempt${n === 1 ? '' : 's'})`, { url, cause: err }),
+      },
+    );
   }
 
   #classify(err: unknown, url: string): unknown {

@@ -19,6 +19,7 @@ import {
   VersionChangedError,
   throwIfAborted,
 } from '../errors.js';
+import { checkString, show } from '../util/validate.js';
 import { RequestCounter } from './counters.js';
 import { compareBytes } from './memory.js';
 import { checkRange, schemeOf } from './url.js';
@@ -83,8 +84,8 @@ export class LocalUfs implements StoreAdapter {
       throw new InvalidArgumentError(`Expected LocalUfs options to be an object, got \`${String(options)}\` (${typeof options})`);
     }
     const { root = '/', fsync = true } = options;
-    if (typeof root !== 'string' || root.length === 0 || root.includes('\0')) {
-      throw new InvalidArgumentError(`Expected \`root\` to be a non-empty path string, got \`${String(root)}\` (${typeof root})`);
+    if (checkString('root', root).includes('\0')) {
+      throw new InvalidArgumentError(`Expected \`root\` to be a path without NUL characters, got \`${show(root)}\``);
     }
     if (typeof fsync !== 'boolean') {
       throw new InvalidArgumentError(`Expected \`fsync\` to be a boolean, got \`${String(fsync)}\` (${typeof fsync})`);

@@ -20,6 +20,8 @@ import {
   isRetryableError,
   throwIfAborted,
 } from '../errors.js';
+import { retry } from '../util/retry.js';
+import { optionalInt } from '../util/validate.js';
 import { RequestCounter } from './counters.js';
 import { checkRange, formatS3Url, parseS3Url, schemeOf, type S3Location } from './url.js';
 import type { FileInfo, OpOptions, ReadOptions, RequestCounts, StoreAdapter, WriteData } from './types.js';
@@ -160,37 +162,11 @@ export function normalizeEtag(etag: string | undefined): string | undefined {
   return e;
 }
 
-function positiveInt(name: string, v: number | undefined, dflt: number, min = 1): number {
-  if (v === undefined) return dflt;
-  if (!Number.isSafeInteger(v) || v < min) {
-    throw new InvalidArgumentError(`Expected S3 option \`${name}\` to be an integer from ${min} and up, got \`${String(v)}\` (${typeof v})`);
-  }
-  return v;
-}
-
 function parseContentRange(v: string | undefined): { start: number; end: number; total: number | undefined } | undefined {
   if (!v) return undefined;
   const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(v.trim());
   if (!m?.[1] || !m[2] || !m[3]) return undefined;
   return { start: Number(m[1]), end: Number(m[2]), total: m[3] === '*' ? undefined : Number(m[3]) };
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /**
@@ -253,13 +229,13 @@ export class S3Ufs implements StoreAdapter {
 
   constructor(options: S3UfsOptions = {}) {
     this.#options = options;
-    this.#timeoutMs = positiveInt('timeoutMs', options.timeoutMs, 30_000);
-    this.#maxAttempts = positiveInt('maxAttempts', options.maxAttempts, 4);
-    this.#retryBaseDelayMs = positiveInt('retryBaseDelayMs', options.retryBaseDelayMs, 100, 0);
-    this.#retryMaxDelayMs = positiveInt('retryMaxDelayMs', options.retryMaxDelayMs, 5000, 0);
-    this.#partSize = positiveInt('partSize', options.partSize, 8 * MiB);
-    this.#parallelism = positiveInt('parallelism', options.parallelism, 8);
-    const maxSockets = positiveInt('maxSockets', options.maxSockets, Math.max(64, this.#parallelism * 8));
+    this.#timeoutMs = optionalInt('s3.timeoutMs', options.timeoutMs, 30_000);
+    this.#maxAttempts = optionalInt('s3.maxAttempts', options.maxAttempts, 4);
+    this.#retryBaseDelayMs = optionalInt('s3.retryBaseDelayMs', options.retryBaseDelayMs, 100, 0);
+    this.#retryMaxDelayMs = optionalInt('s3.retryMaxDelayMs', options.retryMaxDelayMs, 5000, 0);
+    this.#partSize = optionalInt('s3.partSize', options.partSize, 8 * MiB);
+    this.#parallelism = optionalInt('s3.parallelism', options.parallelism, 8);
+    const maxSockets = optionalInt('s3.maxSockets', options.maxSockets, Math.max(64, this.#parallelism * 8));
     if (options.endpoint !== undefined && (typeof options.endpoint !== 'string' || !/^https?:\/\//.test(options.endpoint))) {
       throw new InvalidArgumentError(`Expected S3 option \`endpoint\` to be an http(s):// URL, got \`${String(options.endpoint)}\``);
     }
@@ -520,29 +496,32 @@ export class S3Ufs implements StoreAdapter {
    * full-jitter backoff. A caller abort rejects with `signal.reason` at once.
    */
   async #retry<T>(url: string, op: string, callerSignal: AbortSignal | undefined, fn: (signal: AbortSignal, attempt: number) => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      throwIfAborted(callerSignal);
-      if (this.#closed) throw new ClosedError(`S3 adapter was closed during ${op} of ${url}`, { url });
-      const deadline = new AbortController();
-      const timedOut = new TimeoutError(`S3 ${op} of ${url} timed out after ${this.#timeoutMs} ms (attempt ${attempt} of ${this.#maxAttempts})`, { url });
-      const timer = setTimeout(() => deadline.abort(timedOut), this.#timeoutMs);
-      const link = linkAbort(callerSignal, deadline);
-      const signal = deadline.signal;
-      let mapped: unknown;
-      try {
-        return await fn(signal, attempt);
-      } catch (err) {
-        if (callerSignal?.aborted) throw callerSignal.reason;
-        if (this.#closed) throw new ClosedError(`S3 adapter was closed during ${op} of ${url}`, { url, cause: err });
-        mapped = deadline.signal.reason === timedOut ? timedOut : this.#mapError(err, url, op, attempt);
-      } finally {
-        clearTimeout(timer);
-        link();
-      }
-      if (!isRetryableError(mapped) || attempt >= this.#maxAttempts) throw mapped;
-      const cap = Math.min(this.#retryMaxDelayMs, this.#retryBaseDelayMs * 2 ** (attempt - 1));
-      await sleep(Math.random() * cap, callerSignal);
-    }
+    return retry(
+      async (attempt) => {
+        if (this.#closed) throw new ClosedError(`S3 adapter was closed during ${op} of ${url}`, { url });
+        const deadline = new AbortController();
+        const timedOut = new TimeoutError(`S3 ${op} of ${url} timed out after ${this.#timeoutMs} ms (attempt ${attempt} of ${this.#maxAttempts})`, { url });
+        const timer = setTimeout(() => deadline.abort(timedOut), this.#timeoutMs);
+        const link = linkAbort(callerSignal, deadline);
+        try {
+          return await fn(deadline.signal, attempt);
+        } catch (err) {
+          if (callerSignal?.aborted) throw callerSignal.reason;
+          if (this.#closed) throw new ClosedError(`S3 adapter was closed during ${op} of ${url}`, { url, cause: err });
+          throw deadline.signal.reason === timedOut ? timedOut : this.#mapError(err, url, op, attempt);
+        } finally {
+          clearTimeout(timer);
+          link();
+        }
+      },
+      {
+        attempts: this.#maxAttempts,
+        baseMs: this.#retryBaseDelayMs,
+        maxMs: this.#retryMaxDelayMs,
+        signal: callerSignal,
+        retryable: (err) => isRetryableError(err),
+      },
+    );
   }
 
   #mapError(err: unknown, url: string, op: string, attempt: number): unknown {

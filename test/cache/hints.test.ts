@@ -105,6 +105,39 @@ describe('HintRegistry', () => {
     expect(() => parseHintRequest({ job: 'a', end: 'yes' })).toThrow(expect.objectContaining({ code: 'GRANARY_ERR_BAD_REQUEST' }));
   });
 
+  it('names the exact field, what it expected and what came in', () => {
+    const access = { url: 's3://b/f', etag: 'e', offset: 0, length: 1, pos: 0 };
+    expect(() => parseHintRequest({ job: 'a', accesses: [access, { ...access, pos: -3 }] })).toThrow(
+      /`accesses\[1\]\.pos` must be an integer from 0 and up, got `-3` \(number\)/,
+    );
+    expect(() => parseHintRequest({ job: 'a', accesses: [{ ...access, etag: 7 }] })).toThrow(/`accesses\[0\]\.etag` must be a string, got `7`/);
+    expect(() => parseHintRequest({ job: 'x'.repeat(201) })).toThrow(/`job` must be a string of 1-200 characters/);
+    expect(() => parseHintRequest({ job: 'a', accesses: 'all' })).toThrow(/`accesses` must be an array/);
+    for (const body of [null, [], 'job', 42]) {
+      expect(() => parseHintRequest(body)).toThrow(expect.objectContaining({ code: 'GRANARY_ERR_BAD_REQUEST', message: expect.stringMatching(/JSON body/) as unknown }));
+    }
+  });
+
+  it('refuses more than 100,000 accesses in one request, asking for chunks', () => {
+    const access = { url: 's3://b/f', etag: 'e', offset: 0, length: 1, pos: 0 };
+    const accesses = Array.from({ length: 100_001 }, () => access);
+    expect(() => parseHintRequest({ job: 'a', accesses })).toThrow(expect.objectContaining({ code: 'GRANARY_ERR_BAD_REQUEST', message: expect.stringMatching(/chunks/) as unknown }));
+  });
+
+  it('keeps the known fields of a valid request and drops unknown ones', () => {
+    const access = { url: 's3://b/f', etag: 'e', offset: 4, length: 8, pos: 2, extra: true };
+    expect(parseHintRequest({ job: 'j', cursor: 1, readFrom: 2, lookahead: 3, ttlMs: 4, reset: true, end: false, other: 1, accesses: [access] })).toEqual({
+      job: 'j',
+      cursor: 1,
+      readFrom: 2,
+      lookahead: 3,
+      ttlMs: 4,
+      reset: true,
+      end: false,
+      accesses: [{ url: 's3://b/f', etag: 'e', offset: 4, length: 8, pos: 2 }],
+    });
+  });
+
   it('routes each block of an access to its owner', () => {
     const routed = routeAccesses([{ url: 's3://b/f', etag: 'e', offset: 10, length: 250, pos: 3 }], 100, (_u, _e, block) => `w${block % 2}`);
     expect(routed.get('w0')).toEqual([

@@ -5,6 +5,9 @@ import {
   EtcdMembership,
   StaticMembership,
   createMembership,
+  decodeWorkerInfo,
+  encodeWorkerInfo,
+  validateWorkerInfo,
   workerKey,
   workersPrefix,
   type MembershipChange,
@@ -135,6 +138,27 @@ describe('createMembership and option validation', () => {
     await m.close();
   });
 
+  it('destroy(err) stops at once and rejects ready() waiters with err', async () => {
+    const port = await freePort();
+    const m = new EtcdMembership({ endpoints: `http://127.0.0.1:${port}`, cluster: 'nobody' });
+    const ready = m.ready();
+    const boom = new Error('boom');
+    await m.destroy(boom);
+    await expect(ready).rejects.toBe(boom);
+    expect(() => m.members()).toThrow(ClosedError);
+    await m.close();
+  });
+
+  it('works with await using', async () => {
+    let outer: StaticMembership | undefined;
+    {
+      await using m = new StaticMembership(['http://127.0.0.1:7001']);
+      outer = m;
+      expect(m.members()).toHaveLength(1);
+    }
+    expect(() => outer?.members()).toThrow(ClosedError);
+  });
+
   it('honours an aborted signal in ready() and closes when its own signal aborts', async () => {
     const port = await freePort();
     const ac = new AbortController();
@@ -150,6 +174,40 @@ describe('createMembership and option validation', () => {
         return err instanceof ClosedError;
       }
     }, 5000, 'membership to close on abort');
+  });
+});
+
+describe('worker info on the wire', () => {
+  const prefix = '/granary/c/workers/';
+  const bytes = (v: string) => Buffer.from(v, 'utf8');
+
+  it('decodes a valid value, taking the id from the key and normalising the rest', () => {
+    const raw = JSON.stringify({ id: 'other', url: 'http://127.0.0.1:7001/', labels: { z: '1', a: '2' }, unknown: true });
+    const r = decodeWorkerInfo(prefix, `${prefix}w1`, bytes(raw));
+    expect(r).toEqual({ info: { id: 'w1', url: 'http://127.0.0.1:7001', labels: { a: '2', z: '1' } } });
+    expect(Object.keys((r as { info: WorkerInfo }).info.labels ?? {})).toEqual(['a', 'z']);
+  });
+
+  it('round-trips what a worker writes', () => {
+    const info = validateWorkerInfo({ id: 'w1', url: 'http://127.0.0.1:7001', capacityBytes: 5, startedAt: 1.5, version: '1', host: 'h', pageSize: 4096, labels: { zone: 'a' } });
+    expect(decodeWorkerInfo(prefix, `${prefix}w1`, bytes(encodeWorkerInfo(info)))).toEqual({ info });
+  });
+
+  it('gives a reason, never an exception, for anything that is not a WorkerInfo', () => {
+    const cases: [string, string, RegExp][] = [
+      [`${prefix}w1`, '{not json', /not JSON/],
+      [`${prefix}w1`, '[1,2]', /`value` to be an object/],
+      [`${prefix}w1`, 'null', /`value` to be an object/],
+      [`${prefix}w1`, JSON.stringify({ url: 'ftp://x' }), /`value.url`.*"ftp:\/\/x"/],
+      [`${prefix}w1`, JSON.stringify({ url: 'http://x:1', capacityBytes: -1 }), /`value.capacityBytes` to be an integer >= 0, got -1/],
+      [`${prefix}w1`, JSON.stringify({ url: 'http://x:1', labels: { a: 1 } }), /`value.labels.a`/],
+      [`${prefix}a/b`, JSON.stringify({ url: 'http://x:1' }), /`key`/],
+      ['/granary/other/workers/w1', JSON.stringify({ url: 'http://x:1' }), /outside/],
+    ];
+    for (const [key, value, reason] of cases) {
+      const r = decodeWorkerInfo(prefix, key, bytes(value));
+      expect(r).toEqual({ reason: expect.stringMatching(reason) as unknown });
+    }
   });
 });
 
@@ -198,10 +256,44 @@ describe.runIf(etcdAvailable())('EtcdMembership against a real etcd', () => {
         { id: 'w2', url: 'http://127.0.0.1:7002', capacityBytes: 5 },
       ]);
       expect(invalid).toHaveLength(2);
+      expect(m.invalidEntries).toBe(2);
     } finally {
       unsubscribe('granary:membership:invalid-entry', onInvalid);
       await m.close();
     }
+  });
+
+  it('skips and counts a bad value that arrives on the watch, and keeps watching', async () => {
+    const c = cluster();
+    const m = new EtcdMembership({ endpoints: etcd.endpoint, cluster: c });
+    try {
+      await m.ready();
+      const added = nextChange(m, (ws) => ids(ws).includes('w2'));
+      await client.put(workerKey(c, 'w1')).value('{"url": 42}');
+      await client.put(workerKey(c, 'w2')).value(JSON.stringify({ id: 'w2', url: 'http://127.0.0.1:7002' }));
+      await added;
+      expect(ids(m.members())).toEqual(['w2']);
+      expect(m.invalidEntries).toBe(1);
+      // A bad value replacing a good one removes the worker: the key no longer says where it is.
+      const gone = nextChange(m, (ws) => ws.length === 0);
+      await client.put(workerKey(c, 'w2')).value('garbage');
+      await gone;
+      expect(m.invalidEntries).toBe(2);
+    } finally {
+      await m.close();
+    }
+  });
+
+  it('close() resolves with the watch and client stopped; destroy() after it changes nothing', async () => {
+    const c = cluster();
+    const m = new EtcdMembership({ endpoints: etcd.endpoint, cluster: c });
+    await m.ready();
+    const closing = m.close();
+    expect(m.close()).toBe(closing);
+    expect(m.destroy(new Error('late'))).toBe(closing);
+    await closing;
+    expect(m.connected).toBe(false);
+    expect(() => m.members()).toThrow(ClosedError);
   });
 
   it('applies puts and deletes from the watch as they happen', async () => {

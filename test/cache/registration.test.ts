@@ -99,6 +99,42 @@ describe.runIf(etcdAvailable())('worker registration against a real etcd', () =>
     expect(reg.state).toBe('closed');
   });
 
+  it('destroy(err) stops like a crash: waiters reject with err, the lease is not revoked', async () => {
+    const c = cluster();
+    const info = { id: 'w1', url: 'http://127.0.0.1:7001' };
+    const reg = await registerWorker({ endpoints: [etcd.endpoint], cluster: c, info, ttlSeconds: 30 });
+    const leaseId = reg.leaseId;
+    const boom = new Error('worker crashed');
+    const destroying = reg.destroy(boom);
+    expect(reg.close()).toBe(destroying);
+    await destroying;
+    expect(reg.state).toBe('closed');
+    await expect(reg.whenRegistered()).rejects.toThrow(ClosedError);
+    // The key stays until its lease expires, as after a crash; clean up by hand.
+    expect(await keyLease(reg.key)).toBe(leaseId);
+    await client.delete().key(reg.key).exec();
+  });
+
+  it('rejects whenRegistered() waiters with the destroy error while still registering', async () => {
+    const port = await freePort();
+    const reg = new Registration({ endpoints: `http://127.0.0.1:${port}`, cluster: cluster(), info: { id: 'w1', url: 'http://127.0.0.1:7001' }, ttlSeconds: 2 });
+    const waiting = reg.whenRegistered();
+    const boom = new Error('boom');
+    await reg.destroy(boom);
+    await expect(waiting).rejects.toBe(boom);
+  });
+
+  it('closes on leaving an await using block, revoking its lease', async () => {
+    const c = cluster();
+    let key = '';
+    {
+      await using reg = await registerWorker({ endpoints: [etcd.endpoint], cluster: c, info: { id: 'w1', url: 'http://127.0.0.1:7001' }, ttlSeconds: 30 });
+      key = reg.key;
+      expect(await client.get(key).string()).not.toBeNull();
+    }
+    expect(await client.get(key).string()).toBeNull();
+  });
+
   it('update() rewrites the value under the same lease, and refuses to change the id', async () => {
     const c = cluster();
     const m = new EtcdMembership({ endpoints: etcd.endpoint, cluster: c });

@@ -9,7 +9,10 @@ describe('examples/quickstart', () => {
     const block = /```ts\n(import \{ mkdtempSync[\s\S]*?)```/.exec(readme)?.[1];
     expect(block).toBeDefined();
     // The README imports the package by name; the example, inside the repository, imports the source.
-    expect(block).toBe(example.replace("from '../src/index.js'", "from 'granary'"));
+    const asPackage = example
+      .replace("from '../src/index.js'", "from 'granary'")
+      .replace(/from '\.\.\/src\/(?:testing|gen\/parquet)\.js'/, "from 'granary/testing'");
+    expect(block).toBe(asPackage);
     const r = await tsx(['examples/quickstart.ts']);
     expect(r.code).toBe(0);
     expect(r.stdout.trim().split('\n')).toHaveLength(3);
