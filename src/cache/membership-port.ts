@@ -18,6 +18,7 @@ import { channel } from 'node:diagnostics_channel';
 import { BroadcastChannel, threadId } from 'node:worker_threads';
 import { randomUUID } from 'node:crypto';
 import { ClosedError, errorFromCode, isGranaryError, type GranaryError } from '../errors.js';
+import { MemberList } from './member-list.js';
 import type { Membership, MembershipChange, MembershipListener, WorkerInfo } from './membership.js';
 
 /** Diagnostics channels, published in the thread that owns the client. */
@@ -133,10 +134,6 @@ export function publishTrip(worker: string, hub: string | undefined, thread: num
   if (sharedStateChannels.breaker.hasSubscribers) sharedStateChannels.breaker.publish({ worker, hub, threadId: thread });
 }
 
-function sameInfo(a: WorkerInfo, b: WorkerInfo): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
-}
-
 /**
  * The membership of a client owned by another thread, as its hub broadcasts it. Keeps
  * the last list it was sent when the owner closes (as an etcd membership does while
@@ -146,9 +143,8 @@ export class PortMembership implements Membership {
   readonly source: 'static' | 'etcd';
   readonly #bc: BroadcastChannel;
   readonly #onBreakers: (buffer: SharedArrayBuffer) => void;
-  readonly #listeners = new Set<MembershipListener>();
+  readonly #list: MemberList;
   readonly #waiters = new Set<{ resolve: () => void; reject: (e: unknown) => void }>();
-  #members: readonly WorkerInfo[] = Object.freeze([]);
   #seq = -1;
   #ready = false;
   #failure: GranaryError | undefined;
@@ -161,8 +157,9 @@ export class PortMembership implements Membership {
   constructor(ref: HubRef, source: 'static' | 'etcd', onBreakers: (buffer: SharedArrayBuffer) => void, initial?: readonly WorkerInfo[]) {
     this.source = source;
     this.#onBreakers = onBreakers;
+    this.#list = new MemberList(source, undefined);
     if (initial !== undefined) {
-      this.#members = Object.freeze([...initial]);
+      this.#list.set(initial, 'initial');
       this.#ready = true;
     }
     this.#bc = new BroadcastChannel(ref.channel);
@@ -173,16 +170,12 @@ export class PortMembership implements Membership {
 
   members(): readonly WorkerInfo[] {
     this.#assertOpen();
-    return this.#members;
+    return this.#list.current;
   }
 
   subscribe(listener: MembershipListener): () => void {
     this.#assertOpen();
-    const wrapped: MembershipListener = (m, c) => listener(m, c);
-    this.#listeners.add(wrapped);
-    return () => {
-      this.#listeners.delete(wrapped);
-    };
+    return this.#list.subscribe(listener);
   }
 
   async ready(options: { signal?: AbortSignal | undefined } = {}): Promise<void> {
@@ -217,7 +210,7 @@ export class PortMembership implements Membership {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#listeners.clear();
+    this.#list.clearListeners();
     this.#bc.close();
     this.#settle(new ClosedError('shared membership was closed'));
   }
@@ -259,35 +252,10 @@ export class PortMembership implements Membership {
       this.#settle(this.#failure);
       return;
     }
-    this.#apply(m.members, initial ? 'initial' : m.reason);
+    this.#list.set(m.members, initial ? 'initial' : m.reason);
     if (m.ready && !this.#ready) {
       this.#ready = true;
       this.#settle();
-    }
-  }
-
-  #apply(next: readonly WorkerInfo[], reason: MembershipChange['reason']): void {
-    const sorted = Object.freeze([...next].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map((w) => Object.freeze(w)));
-    const before = new Map(this.#members.map((w) => [w.id, w]));
-    const after = new Map(sorted.map((w) => [w.id, w]));
-    const added: WorkerInfo[] = [];
-    const updated: WorkerInfo[] = [];
-    const removed: WorkerInfo[] = [];
-    for (const w of sorted) {
-      const old = before.get(w.id);
-      if (old === undefined) added.push(w);
-      else if (!sameInfo(old, w)) updated.push(w);
-    }
-    for (const w of this.#members) if (!after.has(w.id)) removed.push(w);
-    this.#members = sorted;
-    if (reason !== 'initial' && added.length + updated.length + removed.length === 0) return;
-    const change: MembershipChange = { members: sorted, added, removed, updated, reason };
-    for (const l of [...this.#listeners]) {
-      try {
-        l(sorted, change);
-      } catch {
-        /* a listener's failure is its own */
-      }
     }
   }
 }
