@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { CacheClient, Dataset, createUfs, startWorker } from '../src/index.js';
-import { generateParquetDataset } from '../src/gen/parquet.js';
+import { generateParquetDataset } from '../src/testing.js';
 
 const store = createUfs(); // s3://, file://, http(s)://; a local directory here, so nothing else is needed
 const dir = mkdtempSync(join(tmpdir(), 'granary-quickstart-'));

@@ -27,6 +27,7 @@ export const ErrorCodes = {
   CONFIG: 'GRANARY_ERR_CONFIG',
   INTERNAL: 'GRANARY_ERR_INTERNAL',
   UNSUPPORTED_OPERATION: 'GRANARY_ERR_UNSUPPORTED_OPERATION',
+  MISSING_DEPENDENCY: 'GRANARY_ERR_MISSING_DEPENDENCY',
 } as const;
 
 export type GranaryErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -111,6 +112,8 @@ export const ConfigError = defineError('ConfigError', ErrorCodes.CONFIG);
 export const InternalError = defineError('InternalError', ErrorCodes.INTERNAL);
 /** The store does not support the operation (writing or deleting through a read-only HTTP store). */
 export const UnsupportedOperationError = defineError('UnsupportedOperationError', ErrorCodes.UNSUPPORTED_OPERATION);
+/** An optional npm package that a tool needs is not installed (the message says which, and how to install it). */
+export const MissingDependencyError = defineError('MissingDependencyError', ErrorCodes.MISSING_DEPENDENCY);
 
 const byCode: Record<GranaryErrorCode, new (message: string, options?: GranaryErrorOptions) => GranaryError> = {
   [ErrorCodes.INVALID_URL]: InvalidUrlError,
@@ -135,6 +138,7 @@ const byCode: Record<GranaryErrorCode, new (message: string, options?: GranaryEr
   [ErrorCodes.CONFIG]: ConfigError,
   [ErrorCodes.INTERNAL]: InternalError,
   [ErrorCodes.UNSUPPORTED_OPERATION]: UnsupportedOperationError,
+  [ErrorCodes.MISSING_DEPENDENCY]: MissingDependencyError,
 };
 
 export function isGranaryErrorCode(code: unknown): code is GranaryErrorCode {

@@ -1,4 +1,7 @@
-// The public API of granary, and nothing else.
+// The public API of granary, and nothing else: every name users import from 'granary'.
+// Test and demo tooling (dataset generators, the fault proxy, an embedded S3 store,
+// CLI config loading) is the second entry point, 'granary/testing' (src/testing.ts).
+// test/api/exports.test.ts lists both, so a new export is a decision, not an accident.
 
 export {
   ErrorCodes,
@@ -25,37 +28,43 @@ export {
   UnauthorizedError,
   ConfigError,
   InternalError,
+  MissingDependencyError,
   errorFromCode,
   isGranaryError,
   isRetryableError,
   type GranaryErrorCode,
+  type GranaryErrorOptions,
 } from './errors.js';
 
 export type { FileInfo, OpOptions, ReadOptions, RequestCounts, StoreAdapter, UnderFileSystem, WriteData } from './ufs/types.js';
 export { createUfs, UfsRouter, type UfsOptions } from './ufs/router.js';
-export { S3Ufs, type S3UfsOptions } from './ufs/s3.js';
+export { S3Ufs, type S3Credentials, type S3UfsOptions } from './ufs/s3.js';
 export { LocalUfs, type LocalUfsOptions } from './ufs/local.js';
-export { HttpUfs, type HttpUfsOptions } from './ufs/http.js';
-export { MemoryUfs } from './ufs/memory.js';
+export { HttpUfs, type HttpStats, type HttpUfsOptions } from './ufs/http.js';
 
 export { startWorker, type CacheWorker, type WorkerOptions, type WorkerInfoResponse, type LoadJob } from './cache/worker.js';
+export type { HintAccess, HintRequest, WorkerHintOptions, WorkerHintStats } from './cache/hints.js';
+export type { BreakerOptions } from './cache/breaker.js';
 export { CacheClient, type CacheClientOptions, type CacheClientStats } from './cache/client.js';
-export { EtcdMembership, StaticMembership, type Membership, type WorkerInfo } from './cache/membership.js';
-export { registerWorker, type Registration } from './cache/registration.js';
-export { HashRing, ringKey } from './cache/ring.js';
-export { PageStore, type PageStoreOptions, type PageStoreStats } from './cache/page-store.js';
-export type { EvictionPolicy, EvictionPolicyName } from './cache/eviction.js';
+export type { WorkerInfo } from './cache/membership.js';
+export type { EvictionPolicyName } from './cache/eviction.js';
 
 export { Dataset, DecodePool, ufsFromSpec, ufsSpecOf } from './loader/index.js';
-export type { BatchStream, BatchesOptions, DatasetOptions, FilesDatasetOptions, PartitionInfo, LoaderState, StreamStats, UfsSpec, DatasetReadStats } from './loader/index.js';
+export type {
+  BatchStream,
+  BatchesOptions,
+  DatasetOptions,
+  DatasetReadStats,
+  DecodePoolOptions,
+  FilesDatasetOptions,
+  LoaderState,
+  PartitionInfo,
+  StreamStats,
+  UfsSpec,
+} from './loader/index.js';
+export type { LoaderHintOptions } from './loader/hints.js';
 
+// The order is part of the contract (a pure function of seed, epoch and world size):
+// these let a user compute what each rank reads without a loader (docs/shuffle.md).
 export { planEpoch, permutation } from './shuffle/index.js';
-export type { EpochPlanInput, RankPlan, ShuffleMode, BatchRows } from './shuffle/types.js';
-
-export { generateParquetDataset } from './gen/parquet.js';
-export { generateArrowDataset } from './gen/arrow.js';
-export { generateFileDataset } from './gen/files.js';
-export type { DatasetSummary, GeneratedFile, ParquetGenOptions } from './gen/types.js';
-
-export { loadConfig, flagsFromCommand, type LoadedConfig, type ConfigSource } from './config/index.js';
-export { startFaultProxy, PROFILES, type FaultProfile, type FaultProxy } from './netem/fault-proxy.js';
+export type { BatchRows, EpochPlanInput, RankPlan, ShuffleMode } from './shuffle/types.js';

@@ -21,10 +21,8 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseBytes } from '../../src/config/values.js';
-import { startEmbeddedS3 } from '../../src/demo/embedded-s3.js';
-import { PROFILE_NAMES, type ProfileName } from '../../src/demo/profiles.js';
-import { PROFILES } from '../../src/netem/fault-proxy.js';
-import { S3Ufs, generateParquetDataset, startWorker, type CacheWorker } from '../../src/index.js';
+import { S3Ufs, startWorker, type CacheWorker } from '../../src/index.js';
+import { PROFILE_NAMES, PROFILES, generateParquetDataset, startEmbeddedS3, type ProfileName } from '../../src/testing.js';
 import type { TrainerConfig, TrainerReport } from './trainer.js';
 
 const MiB = 1024 * 1024;

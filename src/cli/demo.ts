@@ -9,8 +9,7 @@ import { renderChart } from '../demo/chart.js';
 import { runDemo } from '../demo/engine.js';
 import { progressReporter } from '../demo/progress.js';
 import { formatReport, profileText } from '../demo/report.js';
-import { PROFILES } from '../netem/fault-proxy.js';
-import { PROFILE_NAMES } from '../demo/profiles.js';
+import { PROFILE_NAMES, PROFILES } from '../netem/fault-proxy.js';
 
 const DEMO = SECTIONS.demo as SectionSpec;
 
@@ -36,7 +35,8 @@ function opt(flags: string, key: string, extra = ''): Option {
 
 /**
  * `granary demo`: an emulated cloud store, two cache workers and a training loop,
- * all on this machine, nothing to install. Prints a table and writes a chart.
+ * all on this machine (the store needs the npm package s3rver). Prints a table and
+ * writes a chart.
  */
 export function registerDemo(program: Command): void {
   const cmd = program
@@ -72,7 +72,8 @@ export function registerDemo(program: Command): void {
     'after',
     `
 Precedence: flags > GRANARY_DEMO_* environment > config file > defaults (docs/configuration.md).
-The store is s3rver (npm) in a child process, behind the fault proxy; nothing else is needed.
+The store is s3rver (npm) in a child process, behind the fault proxy. In a clone of the
+repository "npm install" has installed it; next to an installed granary, run "npm install s3rver".
 The two cache workers run in worker threads of this process, the Parquet decode in a thread pool.
 With --etcd the workers register in etcd and the loader finds them there.
 

@@ -6,8 +6,9 @@ import { DEFAULT_EMBEDDING_BYTES, DEFAULT_ROW_GROUP_ROWS, DEFAULT_SEED, MAX_FILE
 import { generateParquetDataset } from '../gen/parquet.js';
 import { PARQUET_CODECS, type DatasetFormat, type DatasetSummary, type GeneratedFile, type ParquetCodec } from '../gen/types.js';
 import { normalizePrefix } from '../gen/write.js';
+import { formatBytes, formatMBps } from '../util/format.js';
 import { checkUsage } from './errors.js';
-import { bytesParser, choiceParser, formatBytes, intParser } from './options.js';
+import { bytesParser, choiceParser, intParser } from './options.js';
 import { addStoreOptions, ufsFromOptions, type StoreOptions } from './store.js';
 
 const FORMATS: readonly DatasetFormat[] = ['parquet', 'arrow', 'files'];
@@ -96,10 +97,9 @@ Examples:
     if (options.json) {
       process.stdout.write(`${JSON.stringify({ ...summary, seconds }, null, 2)}\n`);
     } else {
-      const rate = seconds > 0 ? (summary.bytes / 1e6 / seconds).toFixed(1) : '-';
       process.stdout.write(
         `wrote ${summary.files.length} ${options.format} file(s), ${summary.rows} ${options.format === 'files' ? 'objects' : 'rows'}, ` +
-          `${formatBytes(summary.bytes)} under ${summary.prefixUrl} in ${seconds.toFixed(2)} s (${rate} MB/s)\n`,
+          `${formatBytes(summary.bytes)} under ${summary.prefixUrl} in ${seconds.toFixed(2)} s (${formatMBps(summary.bytes, seconds)} MB/s)\n`,
       );
     }
   });

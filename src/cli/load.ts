@@ -2,9 +2,9 @@ import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import { UnavailableError } from '../errors.js';
 import { schemeOf } from '../ufs/url.js';
+import { formatBytes, formatMBps } from '../util/format.js';
 import { addCacheClientOptions, openCache, type CacheClientCliOptions } from './cache-options.js';
 import { checkUsage } from './errors.js';
-import { formatBytes } from './options.js';
 
 interface LoadOptions extends CacheClientCliOptions {
   json?: boolean | undefined;
@@ -32,7 +32,7 @@ function progressOn(stream: NodeJS.WriteStream, started: number): Progress {
     let barStarted = false;
     return {
       update(done, total) {
-        const payload = { doneText: formatBytes(done), totalText: formatBytes(total), speed: mbps(done, (performance.now() - started) / 1000) };
+        const payload = { doneText: formatBytes(done), totalText: formatBytes(total), speed: formatMBps(done, (performance.now() - started) / 1000) };
         if (!barStarted) {
           barStarted = true;
           bar.start(total, done, payload);
@@ -56,10 +56,6 @@ function progressOn(stream: NodeJS.WriteStream, started: number): Progress {
     },
     stop() {},
   };
-}
-
-function mbps(bytes: number, seconds: number): string {
-  return seconds > 0 ? (bytes / 1e6 / seconds).toFixed(1) : '-';
 }
 
 export function registerLoad(program: Command): void {
@@ -102,7 +98,7 @@ Example:
       process.stdout.write(`${JSON.stringify({ prefix, files: result.files, bytes: result.bytes, workers, seconds, mbPerSecond: rate })}\n`);
     } else {
       process.stdout.write(
-        `loaded ${result.files} file(s), ${formatBytes(result.bytes)} under ${prefix} into ${workers} worker(s) in ${seconds.toFixed(2)} s (${mbps(result.bytes, seconds)} MB/s)\n`,
+        `loaded ${result.files} file(s), ${formatBytes(result.bytes)} under ${prefix} into ${workers} worker(s) in ${seconds.toFixed(2)} s (${formatMBps(result.bytes, seconds)} MB/s)\n`,
       );
     }
   });

@@ -42,16 +42,3 @@ export function choiceParser<T extends string>(choices: readonly T[]): (value: s
     throw new InvalidArgumentError(`Expected one of ${choices.join(', ')}, got "${value}".`);
   };
 }
-
-/** Format bytes for people: `48.7 MB` (decimal units, like the MB/s next to them). */
-export function formatBytes(n: number): string {
-  if (n < 1000) return `${n} B`;
-  const units = ['kB', 'MB', 'GB', 'TB'];
-  let v = n;
-  let u = -1;
-  while (v >= 1000 && u < units.length - 1) {
-    v /= 1000;
-    u++;
-  }
-  return `${v.toFixed(1)} ${units[u] ?? ''}`;
-}

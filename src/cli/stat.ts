@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { schemeOf } from '../ufs/url.js';
+import { formatBytes } from '../util/format.js';
 import { addCacheClientOptions, openCache, type CacheClientCliOptions } from './cache-options.js';
 import { checkUsage } from './errors.js';
-import { formatBytes } from './options.js';
 
 interface StatOptions extends CacheClientCliOptions {
   json?: boolean | undefined;

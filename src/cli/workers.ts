@@ -3,8 +3,8 @@ import type { WorkerInfo } from '../cache/membership.js';
 import { Paths } from '../cache/protocol.js';
 import type { WorkerInfoResponse } from '../cache/worker.js';
 import { ErrorCodes } from '../errors.js';
+import { formatBytes, formatTable } from '../util/format.js';
 import { addCacheClientOptions, openCache, type CacheClientCliOptions } from './cache-options.js';
-import { formatBytes } from './options.js';
 
 interface WorkersOptions extends CacheClientCliOptions {
   json?: boolean | undefined;
@@ -47,16 +47,6 @@ async function fetchInfo(w: WorkerInfo, token: string | undefined): Promise<Work
     row.error = { code: ErrorCodes.UNAVAILABLE, message: `${w.url}${Paths.info} unreachable: ${msg}` };
   }
   return row;
-}
-
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => (i < 2 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0)))
-      .join('  ')
-      .trimEnd();
-  return [line(header), ...rows.map(line)].join('\n');
 }
 
 function usedOf(used: number, capacity: number): string {
@@ -104,7 +94,7 @@ Examples:
         String(i.counters.storeRequests),
       ];
     });
-    process.stdout.write(`${table(['id', 'url', 'memory', 'disk', 'pages (mem / disk)', 'hit rate', 'store requests'], body)}\n`);
+    process.stdout.write(`${formatTable(['id', 'url', 'memory', 'disk', 'pages (mem / disk)', 'hit rate', 'store requests'], body, { leftColumns: 2 })}\n`);
     for (const r of rows) if (r.error) process.stderr.write(`granary workers: ${r.error.code}: ${r.error.message}\n`);
   });
 }

@@ -5,7 +5,7 @@
  */
 import { availableParallelism } from 'node:os';
 import type { z } from 'zod';
-import { PROFILE_NAMES } from '../demo/profiles.js';
+import { PROFILE_NAMES } from '../netem/fault-proxy.js';
 import { bool, bytes, duration, int, list, oneOf, str, urlList, type ValueSchema } from './values.js';
 
 const MiB = 1024 * 1024;

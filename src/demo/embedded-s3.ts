@@ -1,6 +1,5 @@
 /**
- * A cloud store that needs nothing installed: npm `s3rver` (a runtime dependency)
- * behind the fault proxy with a network profile, both in one child process of the
+ * A cloud store on this machine: npm `s3rver` behind the fault proxy with a network profile, both in one child process of the
  * same `node`, on 127.0.0.1 and ephemeral ports, storing into a directory.
  *
  * A child process rather than the demo's own event loop, for two reasons. The store
@@ -11,10 +10,14 @@
  * `--openssl-legacy-provider` (s3rver encrypts continuation tokens with DES), a flag
  * a process cannot give itself. The child is tied to this one by an IPC channel and
  * exits when it goes away.
+ *
+ * s3rver is a development and optional peer dependency, not a dependency: installing
+ * granary as a library installs no S3 server. A clone's `npm install` has it; anyone
+ * else gets `GRANARY_ERR_MISSING_DEPENDENCY` saying what to install.
  */
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { UnavailableError } from '../errors.js';
+import { MissingDependencyError, UnavailableError } from '../errors.js';
 import type { FaultProfile } from '../netem/fault-proxy.js';
 import { stopChild, waitForOutput } from '../util/child-process.js';
 
@@ -42,6 +45,36 @@ export interface EmbeddedS3Options {
   profile: FaultProfile;
   /** How long to wait for both to listen. @default 20_000 */
   startTimeoutMs?: number;
+  /**
+   * The s3rver module: a package name or a path, resolved from granary's own location.
+   * @default process.env.GRANARY_S3RVER_MODULE ?? 's3rver'
+   */
+  s3rverModule?: string;
+}
+
+/** The version range of s3rver the store is known to work with (package.json's devDependencies and peerDependencies). */
+export const S3RVER_RANGE = '^3.7.1';
+
+/**
+ * The file of the s3rver module, or `GRANARY_ERR_MISSING_DEPENDENCY` saying what to
+ * install. Resolved here, before anything starts, so a missing package is one clear
+ * message rather than a child process's stack trace.
+ */
+export function resolveS3rver(module = process.env.GRANARY_S3RVER_MODULE ?? 's3rver'): string {
+  const require = createRequire(import.meta.url);
+  try {
+    return require.resolve(module);
+  } catch (err) {
+    const code = (err as { code?: unknown } | null)?.code;
+    if (code !== 'MODULE_NOT_FOUND') throw err;
+    const what = module === 's3rver' ? 'the npm package `s3rver`' : `the s3rver module \`${module}\``;
+    throw new MissingDependencyError(
+      `The demo store needs ${what}, which is not installed: granary lists s3rver as an optional peer dependency, ` +
+        `so installing granary as a library installs no S3 server. Install it next to granary with \`npm install s3rver@${S3RVER_RANGE}\` ` +
+        '(in a clone of the granary repository, `npm install` installs it).',
+      { cause: err },
+    );
+  }
 }
 
 /** How to run the child entry: the .ts source through tsx under tsx/vitest, the .js file from dist/. */
@@ -61,13 +94,13 @@ function childCommand(): { entry: string; execArgv: string[] } {
 
 /** Start s3rver and the fault proxy in a child process; resolves once both listen. */
 export async function startEmbeddedS3(options: EmbeddedS3Options): Promise<EmbeddedS3> {
-  const require = createRequire(import.meta.url);
+  const s3rver = resolveS3rver(options.s3rverModule);
   const { entry, execArgv } = childCommand();
   const child = spawn(process.execPath, ['--openssl-legacy-provider', ...execArgv, entry], {
     env: {
       ...process.env,
       NODE_OPTIONS: '',
-      GRANARY_S3RVER_MODULE: process.env.GRANARY_S3RVER_MODULE ?? require.resolve('s3rver'),
+      GRANARY_S3RVER_MODULE: s3rver,
       GRANARY_STORE_DIR: options.dir,
       GRANARY_STORE_BUCKETS: JSON.stringify(options.buckets),
       GRANARY_STORE_PROFILE: JSON.stringify(options.profile),

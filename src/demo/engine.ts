@@ -14,11 +14,11 @@ import { generateParquetDataset } from '../gen/parquet.js';
 import { Dataset } from '../loader/dataset.js';
 import { DecodePool } from '../loader/decode-pool.js';
 import type { StreamStats } from '../loader/stream.js';
-import { PROFILES, type FaultProfile } from '../netem/fault-proxy.js';
+import { PROFILE_NAMES, PROFILES, type FaultProfile, type ProfileName } from '../netem/fault-proxy.js';
 import { S3Ufs } from '../ufs/s3.js';
 import type { RequestCounts } from '../ufs/types.js';
+import { checkInt } from '../util/validate.js';
 import { startEmbeddedS3, type EmbeddedS3 } from './embedded-s3.js';
-import { PROFILE_NAMES, type ProfileName } from './profiles.js';
 import { startThreadedWorker, type ThreadedWorker } from './threaded-worker.js';
 import { SimulatedDevice, trainStep } from './train-step.js';
 
@@ -147,20 +147,14 @@ function sumWorkers(infos: readonly WorkerInfoResponse[]): WorkerInfoResponse['c
   return out;
 }
 
-function check(name: string, v: number, min: number, max = Number.MAX_SAFE_INTEGER): void {
-  if (!Number.isSafeInteger(v) || v < min || v > max) {
-    throw new InvalidArgumentError(`Expected demo option \`${name}\` to be an integer from ${min} to ${max}, got \`${String(v)}\``);
-  }
-}
-
 /** Run the whole demo and return its measurements. Everything it started is stopped before it returns or throws. */
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
-  check('sizeBytes', o.sizeBytes, 1);
-  check('files', o.files, 1, 10_000);
-  check('epochs', o.epochs, 1, 100);
-  check('workers', o.workers, 1, 64);
-  check('batchSize', o.batchSize, 1);
-  check('stepMs', o.stepMs, 0, 60_000);
+  checkInt('sizeBytes', o.sizeBytes, 1);
+  checkInt('files', o.files, 1, 10_000);
+  checkInt('epochs', o.epochs, 1, 100);
+  checkInt('workers', o.workers, 1, 64);
+  checkInt('batchSize', o.batchSize, 1);
+  checkInt('stepMs', o.stepMs, 0, 60_000);
   if (!(o.profile in PROFILES)) throw new InvalidArgumentError(`Unknown network profile \`${o.profile}\` (known: ${PROFILE_NAMES.join(', ')})`);
   const emit = (e: DemoEvent): void => o.onEvent?.(e);
   const signal = o.signal;

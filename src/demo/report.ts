@@ -1,18 +1,13 @@
-import { formatBytes } from '../cli/options.js';
 import type { FaultProfile } from '../netem/fault-proxy.js';
+import { formatBytes, formatMBps, formatTable } from '../util/format.js';
 import type { DemoResult, EpochResult } from './engine.js';
 
-/** Decimal units, like the MB/s next to them (the CLI's formatter, shared). */
-export { formatBytes };
-
-export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: readonly string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
-  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  return formatTable(header, rows, { rule: true });
 }
 
 function mbps(bps: number | undefined): string | undefined {
-  return bps ? `${(bps / 1e6).toFixed(0)} MB/s` : undefined;
+  return bps ? `${formatMBps(bps, 1, 0)} MB/s` : undefined;
 }
 
 /** A network profile's settings in words: `20 ms to first byte, 50 MB/s per connection, 25 MB/s in total`. */
@@ -86,7 +81,7 @@ export function formatReport(r: DemoResult, files: { chart?: string | undefined;
     stageTable(r),
     '',
   ];
-  const rate = (e: EpochResult) => `${(r.dataset.bytes / e.seconds / 1e6).toFixed(1)} MB/s`;
+  const rate = (e: EpochResult) => `${formatMBps(r.dataset.bytes, e.seconds)} MB/s`;
   if (direct) {
     const bound = direct.stallPct >= 50 ? 'data-bound: the device waited on the store' : 'not data-bound: the device waited on the store only';
     lines.push(`direct: the loader got ${rate(direct)} of Parquet from the store; ${bound} ${direct.stallPct.toFixed(0)}% of the epoch`);

@@ -20,6 +20,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClosedError, InvalidArgumentError } from '../errors.js';
+import { checkInt, checkString } from '../util/validate.js';
 
 /** Network conditions; every field is live-changeable with `proxy.set()`. 0 means "none" / "unlimited". */
 export interface FaultProfile {
@@ -71,6 +72,11 @@ export const PROFILES = {
   /** A slow, congested link: 50 ms each way, 1 MB/s per connection. */
   slowLink: { ...NO_FAULTS, upLatencyMs: 50, downLatencyMs: 50, connectLatencyMs: 50, bandwidthPerConnBps: 1e6 },
 } as const satisfies Record<string, Settings>;
+
+/** The name of one of `PROFILES`. */
+export type ProfileName = keyof typeof PROFILES;
+/** The names of `PROFILES`, in their order: what `granary demo --profile` accepts. */
+export const PROFILE_NAMES = Object.keys(PROFILES) as ProfileName[];
 
 export type FaultDirection = 'up' | 'down';
 export type CutMode = FaultDirection | 'both' | null;
@@ -405,11 +411,9 @@ class FaultProxyImpl implements FaultProxy {
 
   constructor(options: FaultProxyOptions) {
     const { target, host, port: _port, ...profile } = options;
-    if (!target || typeof target.host !== 'string' || !Number.isInteger(target.port) || target.port <= 0 || target.port > 65535) {
-      throw new InvalidArgumentError(`Expected \`target\` to be { host, port } with a port from 1 to 65535, got \`${JSON.stringify(target)}\``);
-    }
+    const t = target as Partial<FaultProxyOptions['target']> | undefined;
+    this.target = { host: checkString('target.host', t?.host), port: checkInt('target.port', t?.port, 1, 65535) };
     checkProfile(profile);
-    this.target = { host: target.host, port: target.port };
     this.host = host ?? '127.0.0.1';
     this.current = { ...NO_FAULTS, ...profile };
     this.buckets = {

@@ -94,6 +94,20 @@ describe('granary demo', () => {
     expect((await readdir(storeParent)).filter((n) => n.startsWith('granary-demo'))).toEqual([]);
   });
 
+  it('says what to install, with GRANARY_ERR_MISSING_DEPENDENCY and exit 1, when s3rver is not installed', async () => {
+    const out = join(dir, 'out-missing');
+    const storeParent = join(dir, 'tmp-missing');
+    await mkdir(storeParent);
+    const r = await granary(['demo', '--size', '64k', '--out', out], { GRANARY_S3RVER_MODULE: join(dir, 'no-such-s3rver'), TMPDIR: storeParent });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^granary demo: GRANARY_ERR_MISSING_DEPENDENCY: The demo store needs the s3rver module/m);
+    expect(r.stderr).toContain('npm install s3rver@^3.7.1');
+    expect(r.stderr).not.toContain('    at ');
+    // It stopped before generating anything: its temp store is gone and nothing was written.
+    expect((await readdir(storeParent)).filter((n) => n.startsWith('granary-demo'))).toEqual([]);
+    await expect(readdir(out)).rejects.toThrow(/ENOENT/);
+  });
+
   it('documents every flag in --help', async () => {
     const r = await granary(['demo', '--help']);
     expect(r.code).toBe(0);
