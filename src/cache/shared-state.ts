@@ -12,7 +12,8 @@ import { portableUfsOptions } from '../ufs/router.js';
 import { specOf, type PortableSpec } from '../ufs/portable.js';
 import type { UnderFileSystem } from '../ufs/types.js';
 import { CircuitBreaker, type BreakerOptions } from './breaker.js';
-import { EtcdMembership, StaticMembership, type Membership, type WorkerInfo } from './membership.js';
+import { membershipFor } from './client-options.js';
+import { StaticMembership, type Membership, type WorkerInfo } from './membership.js';
 import { MembershipHub, PortMembership, publishTrip, type HubRef } from './membership-port.js';
 import { SharedBreakers, type Breaker, type BreakerTable } from './shared-breakers.js';
 
@@ -62,9 +63,7 @@ class OwnState extends BaseState implements ClientState {
   constructor(options: ClientStateOptions) {
     super();
     this.breakers = new SharedBreakers(options.breaker ?? {}, undefined, (id) => publishTrip(id, this.#hub?.ref.channel, threadId));
-    this.membership = options.etcd
-      ? new EtcdMembership({ endpoints: options.etcd.endpoints, cluster: options.etcd.cluster ?? 'default' })
-      : new StaticMembership(options.workers ?? []);
+    this.membership = membershipFor(options);
   }
 
   share(): HubRef | undefined {

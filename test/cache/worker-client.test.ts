@@ -403,6 +403,28 @@ describe('large parts read straight into the output', () => {
     }
   });
 
+  it("passes a worker's coded answer to the caller, on large and small reads alike, without reading the store", async () => {
+    const store = new MemoryUfs();
+    const u = 's3://bucket/raw/coded.bin';
+    const { etag } = await store.write(u, randomBytes(3 * MiB));
+    const body = JSON.stringify({ code: 'GRANARY_ERR_NOT_FOUND', message: `no ${u}` });
+    const server = createServer((_req, res) => {
+      res.writeHead(404, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const client = new CacheClient({ workers: [`http://127.0.0.1:${(server.address() as AddressInfo).port}`], ufs: store });
+    try {
+      await expect(client.read(u, 0, 2 * MiB, { etag })).rejects.toMatchObject({ code: 'GRANARY_ERR_NOT_FOUND', url: u });
+      await expect(client.read(u, 0, 1000, { etag })).rejects.toMatchObject({ code: 'GRANARY_ERR_NOT_FOUND', url: u });
+      expect(client.stats().fallbacks).toBe(0);
+      expect(client.stats().ufsRequests).toBe(0);
+    } finally {
+      await client.close();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
   it('rejects with the signal reason when a large read is aborted', async () => {
     const store = new MemoryUfs();
     await store.write('s3://bucket/raw/y.bin', randomBytes(4 * MiB));

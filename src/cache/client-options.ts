@@ -1,0 +1,91 @@
+/**
+ * What a `CacheClient` is built from: the options as users give them, and the checks
+ * and defaults that turn them into settings.
+ */
+import { InvalidArgumentError } from '../errors.js';
+import type { UfsOptions } from '../ufs/router.js';
+import type { RequestCounts, UnderFileSystem } from '../ufs/types.js';
+import { optionalInt } from '../util/validate.js';
+import type { BreakerOptions } from './breaker.js';
+import { EtcdMembership, StaticMembership, type Membership } from './membership.js';
+
+const MiB = 1024 * 1024;
+
+export interface CacheClientOptions {
+  /** Find workers in etcd (watching `/granary/<cluster>/workers/`). */
+  etcd?: { endpoints: string[]; cluster?: string };
+  /** Or a fixed list of worker URLs. */
+  workers?: string[];
+  /** The store, for fallback reads, writes and deletes: `createUfs` options or a ready client. */
+  ufs?: UfsOptions | UnderFileSystem;
+  /** Bearer token the workers require. */
+  token?: string;
+  /**
+   * Bytes of an object placed together on one worker. Smaller blocks spread a large file
+   * over more workers. Every client of a cluster should use the same value.
+   * @default 16 MiB
+   */
+  blockSize?: number;
+  /** A read larger than this is split into parallel requests. @default 4 MiB */
+  partSize?: number;
+  /** Requests in flight to workers, over all reads. @default 32 */
+  concurrency?: number;
+  /** How long stat and list answers are trusted. @default 10_000 */
+  metadataTtlMs?: number;
+  /** A worker request slower than this fails over to the store. @default 10_000 */
+  requestTimeoutMs?: number;
+  /** Circuit breaker per worker. */
+  breaker?: BreakerOptions;
+  /** Workers tried per block before the store (1 = the owner only). @default 1 */
+  replicas?: number;
+  /**
+   * A page cache inside this process, checked before any worker (like a client-side
+   * cache of the system granary is modelled on). Off unless given.
+   */
+  localCache?: { memoryBytes: number; diskDir?: string; diskBytes?: number; pageSize?: number };
+}
+
+export interface CacheClientStats {
+  /** Reads (parts) answered wholly from a cache: the local one or a worker's. */
+  hits: number;
+  /** Parts a worker had to read (wholly or partly) from the store. */
+  misses: number;
+  /** Parts read straight from the store because no worker could answer. */
+  fallbacks: number;
+  bytesFromCache: number;
+  bytesFromUfs: number;
+  /** Requests this client itself sent to the store (workers' own store reads not included). */
+  ufsRequests: number;
+  /** Requests to the store by kind, from this client. */
+  ufs: RequestCounts;
+}
+
+/** The numeric options, checked, with their defaults filled in. */
+export interface ClientSettings {
+  blockSize: number;
+  partSize: number;
+  concurrency: number;
+  metadataTtlMs: number;
+  requestTimeoutMs: number;
+  replicas: number;
+}
+
+export function clientSettings(options: CacheClientOptions): ClientSettings {
+  return {
+    blockSize: optionalInt('blockSize', options.blockSize, 16 * MiB),
+    partSize: optionalInt('partSize', options.partSize, 4 * MiB),
+    concurrency: optionalInt('concurrency', options.concurrency, 32),
+    metadataTtlMs: optionalInt('metadataTtlMs', options.metadataTtlMs, 10_000, 0),
+    requestTimeoutMs: optionalInt('requestTimeoutMs', options.requestTimeoutMs, 10_000),
+    replicas: optionalInt('replicas', options.replicas, 1),
+  };
+}
+
+/** The membership the options name: etcd, or a fixed list (none: every read goes to the store). */
+export function membershipFor(options: CacheClientOptions): Membership {
+  if (options.etcd && options.workers) throw new InvalidArgumentError('Give `etcd` or `workers`, not both');
+  return options.etcd
+    ? new EtcdMembership({ endpoints: options.etcd.endpoints, cluster: options.etcd.cluster ?? 'default' })
+    : new StaticMembership(options.workers ?? []);
+}
+
