@@ -258,7 +258,7 @@ async function benchServe(): Promise<{ rows: ServeRow[]; workerHits: number; wor
   const gens: ChildHandle<unknown>[] = [];
   const bare = await spawnChild<{ url: string }>(SELF, ['--role', 'bare-server', '--file', path]);
   try {
-    worker = await spawnWorker({ memoryBytes: SERVE_FILE + 16 * MiB });
+    worker = await spawnWorker({ memoryBytes: SERVE_FILE + 16 * MiB, fileRoot: dir });
     // Fill the worker's memory tier: every page, once, in order.
     const agent = new Agent({ connections: 4 });
     for (let off = 0; off < SERVE_FILE; off += 8 * MiB) {

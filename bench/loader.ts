@@ -402,7 +402,7 @@ async function main(): Promise<void> {
     }
 
     // A warm cache worker in its own process.
-    const worker = await spawnWorker({ memoryBytes: Math.max(256 * MiB, 2 * genA.bytes), ufs: { file: { fsync: false } } });
+    const worker = await spawnWorker({ memoryBytes: Math.max(256 * MiB, 2 * genA.bytes), fileRoot: root });
     cleanup.push(() => worker.stop());
     workerPid = worker.pid;
     const client = new CacheClient({ workers: [worker.url], ufs: local });

@@ -10,7 +10,7 @@ const dir = mkdtempSync(join(tmpdir(), 'granary-quickstart-'));
 const url = `${pathToFileURL(dir).href}/train/`;
 await generateParquetDataset(store, url, { rows: 50_000, files: 4, rowGroupRows: 4096 });
 
-const worker = await startWorker({ ufs: store, memoryBytes: 64 * 1024 * 1024 });
+const worker = await startWorker({ ufs: store, fileRoot: dir, memoryBytes: 64 * 1024 * 1024 }); // file:// is off on a worker without a root
 const fs = new CacheClient({ workers: [worker.url], ufs: store });
 const ds = await Dataset.parquet(url, { fs, columns: ['id', 'label', 'embedding'] });
 for (let epoch = 0; epoch < 3; epoch++) {

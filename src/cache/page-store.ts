@@ -1,10 +1,12 @@
 import { channel } from 'node:diagnostics_channel';
 import type { FileHandle } from 'node:fs/promises';
-import { mkdir, open, readFile, readdir, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ClosedError, ConfigError, InvalidArgumentError, throwIfAborted } from '../errors.js';
+import { ClosedError, InvalidArgumentError, throwIfAborted } from '../errors.js';
+import { optionalInt } from '../util/validate.js';
 import type { AccessHint, EvictionPolicy, EvictionPolicyFactory, EvictionPolicyName } from './eviction.js';
 import { createEvictionPolicy } from './eviction.js';
+import { DEFAULT_LOCK_HEARTBEAT_MS, DirLock } from './page-store-lock.js';
 import {
   MAX_KEY_BYTES,
   PAGE_HEADER_BYTES,
@@ -48,6 +50,12 @@ export interface PageStoreOptions {
    * @default true
    */
   recover?: boolean | undefined;
+  /**
+   * How often the directory's lock is refreshed, in ms. Another store takes the lock
+   * over once it was not refreshed for 4 heartbeats (a holder that crashed).
+   * @default 5000
+   */
+  lockHeartbeatMs?: number | undefined;
   /** Abort opening (the directory scan). */
   signal?: AbortSignal | undefined;
 }
@@ -99,8 +107,6 @@ interface DiskEntry {
 type Counter = Exclude<keyof PageStoreStats, 'pageSize' | 'memoryBytes' | 'memoryBudget' | 'memoryPages' | 'diskBytes' | 'diskBudget' | 'diskPages'>;
 
 const RECOVERY_CONCURRENCY = 16;
-/** Directories this process holds, so a second open in the same process is refused. */
-const lockedHere = new Set<string>();
 
 /**
  * Fixed-size pages of object versions, in a memory tier and an optional disk tier.
@@ -154,6 +160,7 @@ export class PageStore implements AsyncDisposable {
     diskErrors: 0,
   };
   #tmpSeq = 0;
+  #lock: DirLock | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
 
@@ -188,7 +195,8 @@ export class PageStore implements AsyncDisposable {
       throw new InvalidArgumentError(`\`diskBytes\` (${String(options.diskBytes)}) was given without \`diskDir\``);
     }
     const store = new PageStore(pageSize, memoryBytes, policy, options.diskDir, diskBytes);
-    if (options.diskDir !== undefined) await store.#openDisk(options.diskDir, options.recover ?? true, options.signal);
+    const heartbeatMs = optionalInt('lockHeartbeatMs', options.lockHeartbeatMs, DEFAULT_LOCK_HEARTBEAT_MS, 1);
+    if (options.diskDir !== undefined) await store.#openDisk(options.diskDir, options.recover ?? true, heartbeatMs, options.signal);
     return store;
   }
 
@@ -310,10 +318,7 @@ export class PageStore implements AsyncDisposable {
     while (this.#fileOps.size > 0) await Promise.all([...this.#fileOps.values()]);
     this.#mem.clear();
     this.#memBytes = 0;
-    if (this.#diskDir !== undefined) {
-      await rm(join(this.#diskDir, 'LOCK'), { force: true });
-      lockedHere.delete(this.#diskDir);
-    }
+    await this.#lock?.release();
   }
 
   #checkOpen(op: string): void {
@@ -528,9 +533,9 @@ export class PageStore implements AsyncDisposable {
 
   // ---- open and recovery
 
-  async #openDisk(dir: string, recover: boolean, signal: AbortSignal | undefined): Promise<void> {
+  async #openDisk(dir: string, recover: boolean, heartbeatMs: number, signal: AbortSignal | undefined): Promise<void> {
     await mkdir(join(dir, 'pages'), { recursive: true });
-    await acquireLock(dir);
+    this.#lock = await DirLock.acquire(dir, heartbeatMs);
     try {
       await rm(join(dir, 'tmp'), { recursive: true, force: true });
       await mkdir(join(dir, 'tmp'), { recursive: true });
@@ -542,8 +547,7 @@ export class PageStore implements AsyncDisposable {
       await this.#recover(dir, signal);
     } catch (error) {
       this.#closed = true;
-      await rm(join(dir, 'LOCK'), { force: true });
-      lockedHere.delete(dir);
+      await this.#lock.release();
       throw error;
     }
   }
@@ -663,39 +667,4 @@ function checkBytes(v: unknown, option: string): number {
 function errnoOf(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === 'string' ? code : undefined;
-}
-
-/**
- * Take `dir/LOCK` (holding our pid). A lock left by a dead process, or by an earlier
- * life of this pid (a restarted container often reuses pid 1), is taken over.
- */
-async function acquireLock(dir: string): Promise<void> {
-  const lockPath = join(dir, 'LOCK');
-  if (lockedHere.has(dir)) {
-    throw new ConfigError(`Page store directory ${dir} is already open in this process; close the other store first`);
-  }
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      await writeFile(lockPath, String(process.pid), { flag: 'wx' });
-      lockedHere.add(dir);
-      return;
-    } catch (error) {
-      if (errnoOf(error) !== 'EEXIST') throw error;
-    }
-    const holder = Number.parseInt(await readFile(lockPath, 'utf8').catch(() => ''), 10);
-    if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && isAlive(holder)) {
-      throw new ConfigError(`Page store directory ${dir} is in use by process ${holder} (remove ${lockPath} if that process is not a granary worker)`);
-    }
-    await rm(lockPath, { force: true });
-  }
-  throw new ConfigError(`Could not take the lock ${lockPath} of page store directory ${dir}: another process keeps taking it`);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return errnoOf(error) === 'EPERM';
-  }
 }

@@ -23,9 +23,9 @@ export function errorFromAnswer(w: WorkerInfo, statusCode: number, text: string,
   const code = typeof payload.code === 'string' ? payload.code : '';
   const message = typeof payload.message === 'string' ? payload.message : `worker ${w.id} answered ${statusCode}`;
   if (isWorkerFault(statusCode) || !code.startsWith('GRANARY_ERR_')) return new WorkerFault(`worker ${w.id}: ${statusCode} ${message}`);
-  // A worker that may not read this prefix, or whose credentials the store refuses,
-  // is not the last word: the client's own store access may succeed.
-  if (code === ErrorCodes.FORBIDDEN_PREFIX || code === ErrorCodes.UNAUTHORIZED || code === ErrorCodes.ACCESS_DENIED) {
+  // A worker that may not read this prefix (or outside its file root), or whose
+  // credentials the store refuses, is not the last word: the client's own store access may succeed.
+  if (code === ErrorCodes.FORBIDDEN_PREFIX || code === ErrorCodes.PATH_ESCAPE || code === ErrorCodes.UNAUTHORIZED || code === ErrorCodes.ACCESS_DENIED) {
     return new WorkerFault(`worker ${w.id}: ${message}`);
   }
   return errorFromCode(code, message, url);

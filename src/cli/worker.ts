@@ -5,12 +5,13 @@ import { checkPageSize, DEFAULT_PAGE_SIZE } from '../cache/page-key.js';
 import { startWorker, type CacheWorker, type WorkerOptions } from '../cache/worker.js';
 import { flagsFromCommand, loadConfig } from '../config/load.js';
 import { SECTIONS } from '../config/keys.js';
-import { ConfigError } from '../errors.js';
+import { ClosedError, ConfigError } from '../errors.js';
 import { schemeOf } from '../ufs/url.js';
 import { clusterOption, durationParser, etcdOption, splitList, tokenOption } from './cache-options.js';
 import { checkUsage } from './errors.js';
 import { bytesParser, choiceParser, intParser } from './options.js';
-import { addStoreOptions, ufsFromOptions, type StoreOptions } from './store.js';
+import type { UfsOptions } from '../ufs/router.js';
+import { addStoreOptions, type StoreOptions } from './store.js';
 
 const MiB = 1024 * 1024;
 const POLICIES: readonly EvictionPolicyName[] = ['lru', 's3fifo'];
@@ -30,6 +31,8 @@ interface WorkerCliOptions extends StoreOptions {
   leaseTtl: number;
   token?: string | undefined;
   allow?: string[] | undefined;
+  fileRoot?: string | undefined;
+  insecure?: boolean | undefined;
   metadataTtl: number;
   json?: boolean | undefined;
   config?: string | undefined;
@@ -73,6 +76,11 @@ function workerOptions(o: WorkerCliOptions, command: Command): Omit<WorkerOption
     }
     if (o.token !== undefined) out.token = o.token;
     if (o.allow !== undefined) out.allow = o.allow;
+    if (o.fileRoot !== undefined) {
+      if (o.fileRoot.length === 0) throw new ConfigError('--file-root is empty; leave it unset to keep file:// off');
+      out.fileRoot = o.fileRoot;
+    }
+    if (o.insecure === true) out.insecure = true;
     return out;
   });
 }
@@ -129,7 +137,13 @@ export function registerWorker(program: Command): void {
     .addOption(clusterOption())
     .addOption(new Option('--lease-ttl <seconds>', 'etcd lease TTL: how long a crashed worker stays in the ring').argParser(intParser(2, 3600)).default(10))
     .addOption(tokenOption('require Authorization: Bearer <token> on every endpoint but /healthz'))
-    .addOption(new Option('--allow <prefix>', 'store URL prefix this worker may read; repeat for more (default: any)').argParser(collect))
+    .addOption(
+      new Option('--allow <prefix>', 'store URL prefix this worker may read; repeat for more (default: s3://, and file:// under --file-root; http(s):// only when allowed here)').argParser(
+        collect,
+      ),
+    )
+    .addOption(new Option('--file-root <dir>', 'serve file:// URLs under this directory (default: file:// off; clients read those files themselves)'))
+    .addOption(new Option('--insecure', 'allow a non-loopback --host without --token (logged as a warning at start)'))
     .addOption(new Option('--metadata-ttl <duration>', 'how long stat and list answers are cached').argParser(durationParser(0)).default(10_000, '10s'))
     .option('--json', 'print the ready line as JSON: {"id","url"}')
     .addOption(new Option('--config <file>', 'JSON config file with worker, cluster and store sections (flags > GRANARY_* env > file > defaults)').env('GRANARY_CONFIG'));
@@ -141,22 +155,28 @@ Prints one line once it serves: "granary worker <id> listening on <url>" (or JSO
 SIGTERM or SIGINT: leave the ring (revoke the etcd lease), finish requests in flight, exit 0.
 
 Examples:
-  granary worker --port 7070 --memory 1GiB --disk-dir /var/cache/granary --disk 20GiB
+  granary worker --port 7070 --memory 1GiB --disk-dir /var/cache/granary --disk 20GiB --file-root /data
   GRANARY_TOKEN=secret granary worker --etcd http://127.0.0.1:2379 --cluster train --allow s3://datasets/`,
   );
   cmd.action(async (cliOptions: WorkerCliOptions, command: Command) => {
     const options = await resolveConfig(cliOptions, command);
     const opts = workerOptions(options, command);
-    const ufs = ufsFromOptions(options);
+    // Store options rather than a ready client: the worker then builds its own HTTP
+    // connections, which apply its address rule at connect time too.
+    const ufs: UfsOptions = { s3: { endpoint: options.s3Endpoint, region: options.s3Region, forcePathStyle: options.s3PathStyle } };
     let worker: CacheWorker | undefined;
     let stopping = false;
     let stopped: () => void = () => undefined;
     const done = new Promise<void>((resolve) => (stopped = resolve));
+    const starting = new AbortController();
     const onSignal = (signal: NodeJS.Signals): void => {
       if (worker === undefined) {
-        // Still starting (registration waits for etcd for as long as it takes): nothing to hand back yet.
+        // Still starting (registration waits for etcd for as long as it takes): abort the
+        // start, which releases the page store's lock, and exit 1.
+        if (starting.signal.aborted) process.exit(1);
         process.stderr.write(`granary worker: ${signal} before the worker was ready; exiting\n`);
-        process.exit(1);
+        starting.abort(new ClosedError(`granary worker: ${signal} before the worker was ready`));
+        return;
       }
       if (stopping) {
         process.stderr.write(`granary worker ${worker.id}: second ${signal}, exiting without waiting\n`);
@@ -173,7 +193,10 @@ Examples:
         ? undefined
         : setTimeout(() => process.stderr.write(`granary worker: still registering in etcd ${opts.etcd?.endpoints.join(',')} (cluster ${opts.etcd?.cluster}) ...\n`), 5000);
     try {
-      worker = await startWorker({ ...opts, ufs });
+      worker = await startWorker({ ...opts, ufs, signal: starting.signal }).catch((err: unknown) => {
+        if (starting.signal.aborted) process.exit(1);
+        throw err;
+      });
       clearTimeout(slowEtcd);
       process.stdout.write(options.json ? `${JSON.stringify({ id: worker.id, url: worker.url })}\n` : `granary worker ${worker.id} listening on ${worker.url}\n`);
       await done;
@@ -182,7 +205,6 @@ Examples:
       clearTimeout(slowEtcd);
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
-      await ufs.close();
     }
   });
 }

@@ -312,7 +312,7 @@ describe('cache worker edge cases', () => {
   it('refuses file:// path traversal and URLs outside its root with a coded 400', async () => {
     const root = await mkdtemp(join(tmpdir(), 'granary-worker-root-'));
     await writeFile(join(root, 'ok.bin'), 'fine');
-    const w = await startWorker({ ufs: { file: { root } } });
+    const w = await startWorker({ fileRoot: root });
     try {
       const ok = await fetch(`${w.url}/v1/read?url=${encodeURIComponent(pathToFileURL(join(root, 'ok.bin')).href)}&offset=0&length=4`);
       expect(ok.status).toBe(200);

@@ -111,6 +111,8 @@ beforeAll(async () => {
     '2s',
     '--allow',
     dataUrl,
+    '--file-root',
+    join(dir, 'data'),
     '--token',
     TOKEN,
   ]);
@@ -352,7 +354,7 @@ describe('granary worker and workers with etcd', () => {
       return;
     }
     const env = { GRANARY_ETCD: etcd.endpoint, GRANARY_CLUSTER: 'cli-test' };
-    const w = await startWorkerCli(['--id', 'w-etcd-1', '--lease-ttl', '2', '--memory', '16MiB'], env);
+    const w = await startWorkerCli(['--id', 'w-etcd-1', '--lease-ttl', '2', '--memory', '16MiB', '--file-root', join(dir, 'data')], env);
     expect(w.id).toBe('w-etcd-1');
 
     const listed = await granary(['workers', '--etcd', etcd.endpoint, '--cluster', 'cli-test', '--json']);

@@ -724,7 +724,7 @@ describe('loader thread through a real cache worker', () => {
   let worker: CacheWorker;
 
   beforeAll(async () => {
-    worker = await startWorker({ ufs: { file: { root: dir } }, memoryBytes: 16 * 1024 * 1024, pageSize: 16 * 1024 });
+    worker = await startWorker({ fileRoot: dir, memoryBytes: 16 * 1024 * 1024, pageSize: 16 * 1024 });
   });
 
   afterAll(async () => {

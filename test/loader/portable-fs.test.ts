@@ -57,7 +57,7 @@ describe('portable store specs', () => {
     fileUrl = pathToFileURL(join(dir, 'data.bin')).href;
     s3 = await startS3rver();
     http = await startHttpServer({ root: dir });
-    worker = await startWorker({ ufs: { file: { root: dir } }, memoryBytes: 16 * 1024 * KiB, pageSize: 64 * KiB });
+    worker = await startWorker({ fileRoot: dir, memoryBytes: 16 * 1024 * KiB, pageSize: 64 * KiB });
   }, 60_000);
 
   afterAll(async () => {

@@ -28,12 +28,18 @@ export async function spawnWorker(options: WorkerOptions): Promise<WorkerProcess
       clearTimeout(timer);
       resolve(l);
     });
-    child.once('exit', (code) => {
+    // 'close' comes after stdout is drained, so a line written just before exiting is read first.
+    child.once('close', (code) => {
       clearTimeout(timer);
       reject(new Error(`worker child exited with ${String(code)} before it was ready`));
     });
   });
-  const { url, id } = JSON.parse(line) as { url: string; id: string };
+  const ready = JSON.parse(line) as { url: string; id: string } | { error: { code: string; message: string } };
+  if ('error' in ready) {
+    await exited;
+    throw Object.assign(new Error(`worker child failed to start: ${ready.error.code}: ${ready.error.message}`), { code: ready.error.code });
+  }
+  const { url, id } = ready;
   const pid = child.pid!;
   const end = async (sig: NodeJS.Signals): Promise<void> => {
     if (child.exitCode === null && child.signalCode === null) child.kill(sig);

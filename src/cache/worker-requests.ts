@@ -1,0 +1,97 @@
+/**
+ * Parsing of what clients send a cache worker: query parameters and JSON bodies, each
+ * checked against its schema; anything malformed is `GRANARY_ERR_BAD_REQUEST`.
+ */
+import type { IncomingMessage } from 'node:http';
+import { z } from 'zod';
+import { BadRequestError, isGranaryError } from '../errors.js';
+import { checkRange } from '../ufs/url.js';
+
+const MiB = 1024 * 1024;
+
+/** One byte range of a `POST /v1/load` body. */
+export interface LoadRange {
+  url: string;
+  etag?: string;
+  offset: number;
+  length: number;
+}
+
+const LoadBodySchema = z.object({
+  ranges: z.array(
+    z.object({
+      url: z.string().min(1),
+      offset: z.number(),
+      length: z.number(),
+      etag: z.string().optional(),
+    }),
+  ),
+});
+
+function issues(err: z.ZodError): string {
+  return err.issues
+    .slice(0, 5)
+    .map((i) => `${i.path.length === 0 ? '(body)' : i.path.join('.')}: ${i.message}`)
+    .join('; ');
+}
+
+/** The ranges of a `POST /v1/load` body: `{ "ranges": [{ "url", "offset", "length", "etag"? }] }`. */
+export function parseLoadBody(body: unknown): LoadRange[] {
+  const parsed = LoadBodySchema.safeParse(body);
+  if (!parsed.success) {
+    throw new BadRequestError(`Expected a JSON body { "ranges": [{ "url", "offset", "length", "etag"? }] }: ${issues(parsed.error)}`);
+  }
+  return parsed.data.ranges.map((r, i) => {
+    try {
+      checkRange(r.url, r.offset, r.length);
+    } catch (err) {
+      throw isGranaryError(err) ? new BadRequestError(`ranges[${i}]: ${err.message}`, { url: r.url }) : err;
+    }
+    return r.etag === undefined ? { url: r.url, offset: r.offset, length: r.length } : { url: r.url, offset: r.offset, length: r.length, etag: r.etag };
+  });
+}
+
+const Int = z.string().regex(/^-?\d{1,16}$/, 'must be an integer');
+const NonNegativeInt = z.string().regex(/^\d{1,12}$/, 'must be an integer from 0 and up');
+
+function queryValue<T>(u: URL, name: string, schema: z.ZodType<T>): T {
+  const raw = u.searchParams.get(name);
+  const parsed = schema.safeParse(raw ?? undefined);
+  if (!parsed.success) {
+    if (raw === null) throw new BadRequestError(`Missing query parameter \`${name}\` in ${u.pathname}${u.search}`);
+    throw new BadRequestError(`Query parameter \`${name}\` ${parsed.error.issues[0]?.message ?? 'is invalid'}, got \`${raw.slice(0, 100)}\``);
+  }
+  return parsed.data;
+}
+
+/** A required, non-empty query parameter. */
+export function requiredParam(u: URL, name: string): string {
+  return queryValue(u, name, z.string().min(1));
+}
+
+/** A required integer query parameter (range checks are the caller's). */
+export function intParam(u: URL, name: string): number {
+  return Number(queryValue(u, name, Int));
+}
+
+/** A client's `maxAgeMs`: it will not accept metadata older than this (its own TTL). */
+export function maxAgeParam(u: URL): number | undefined {
+  if (u.searchParams.get('maxAgeMs') === null) return undefined;
+  return Number(queryValue(u, 'maxAgeMs', NonNegativeInt));
+}
+
+/** A JSON request body of at most `limit` bytes. */
+export async function readJsonBody(req: IncomingMessage, limit = 16 * MiB): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    n += c.byteLength;
+    if (n > limit) throw new BadRequestError(`Request body over ${limit} bytes`);
+    chunks.push(c);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+  } catch (err) {
+    throw new BadRequestError(`Request body is not JSON: ${(err as Error).message}`);
+  }
+}
