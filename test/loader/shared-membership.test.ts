@@ -74,7 +74,7 @@ describe.runIf(etcdAvailable())('one membership per process', () => {
         await spawnWorker({
           id: `w${i}`,
           memoryBytes: 64 * 1024 * KiB,
-          ufs: { file: { root: dir } },
+          fileRoot: dir,
           // A SIGKILLed worker stays listed for the whole test: its reads must fail over.
           etcd: { endpoints: [etcd.endpoint], cluster, ttlSeconds: 120 },
         }),
