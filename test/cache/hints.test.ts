@@ -209,8 +209,9 @@ describe('cache worker with hints', () => {
     await client.hint('job-2', { reset: true, cursor: 0, readFrom: 0, lookahead: 8, accesses });
     await until(() => worker.info().usage.memoryPages === 8 && worker.info().hints?.prefetch.pages === 12, 'the first eight pages');
     const resident = [...Array(8).keys()].map((i) => 10 + i);
+    const refused = worker.info().hints?.prefetch.refused ?? 0;
     await client.hint('job-2', { readFrom: 0, lookahead: 30, accesses: [at(25, 20)] });
-    await new Promise((r) => setTimeout(r, 100));
+    await until(() => (worker.info().hints?.prefetch.refused ?? 0) > refused, 'the prefetcher to pass over page 25');
     const before = store.requestCounts().get;
     // All eight are still there: reading them asks the store nothing.
     for (const p of resident) await client.read(url, p * PS, PS, { etag });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { Etcd3 } from 'etcd3';
@@ -9,6 +10,7 @@ import { ClosedError, ErrorCodes, InvalidArgumentError, type GranaryError } from
 import { etcdAvailable, freePort, type EtcdServer } from '../support/etcd.js';
 import { useEtcd } from '../support/etcd-fixture.js';
 import { startFaultProxy } from '../support/fault-proxy.js';
+import { deferred } from '../support/wait.js';
 
 async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 15_000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -51,9 +53,18 @@ describe('registration options', () => {
     const port = await freePort(); // nothing listens: etcd "down" from the start
     const reason = new Error('deadline');
     const ac = new AbortController();
-    const p = registerWorker({ ...base, endpoints: `http://127.0.0.1:${port}`, ttlSeconds: 2, signal: ac.signal });
-    setTimeout(() => ac.abort(reason), 300);
-    await expect(p).rejects.toBe(reason);
+    // Abort once an attempt has failed: the registration is then waiting to retry.
+    const attemptFailed = deferred();
+    const onError = (): void => attemptFailed.resolve();
+    subscribe('granary:registration:error', onError);
+    try {
+      const p = registerWorker({ ...base, endpoints: `http://127.0.0.1:${port}`, ttlSeconds: 2, signal: ac.signal });
+      await attemptFailed.promise;
+      ac.abort(reason);
+      await expect(p).rejects.toBe(reason);
+    } finally {
+      unsubscribe('granary:registration:error', onError);
+    }
   });
 
   it('keeps trying in the background while etcd is unreachable, until closed', async () => {

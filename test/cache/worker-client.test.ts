@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CacheClient } from '../../src/cache/client.js';
 import { startWorker, type CacheWorker } from '../../src/cache/worker.js';
 import { MemoryUfs } from '../../src/ufs/memory.js';
+import { deferred } from '../support/wait.js';
 
 const MiB = 1024 * 1024;
 
@@ -428,14 +429,16 @@ describe('large parts read straight into the output', () => {
   it('rejects with the signal reason when a large read is aborted', async () => {
     const store = new MemoryUfs();
     await store.write('s3://bucket/raw/y.bin', randomBytes(4 * MiB));
-    const server = createServer(() => undefined); // never answers
+    const asked = deferred();
+    const server = createServer(() => asked.resolve()); // never answers
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
     const client = new CacheClient({ workers: [`http://127.0.0.1:${(server.address() as AddressInfo).port}`], ufs: store });
     try {
       const ac = new AbortController();
       const info = await store.stat('s3://bucket/raw/y.bin');
       const p = client.read('s3://bucket/raw/y.bin', 0, 4 * MiB, { etag: info.etag, signal: ac.signal });
-      setTimeout(() => ac.abort(new Error('caller gave up')), 50);
+      await asked.promise;
+      ac.abort(new Error('caller gave up'));
       await expect(p).rejects.toThrow('caller gave up');
     } finally {
       await client.close();

@@ -192,7 +192,7 @@ describe('Dataset.parquet', () => {
     await ds.close();
     await ds.close();
     expect(() => ds.batches({ batchSize: 1 })).toThrow(/closed/);
-    await new Promise((r) => setTimeout(r, 100));
+    // close() resolves once every thread it owns has stopped: nothing is left to settle.
     const left = process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap' && r !== 'PipeWrap' && r !== 'ProcessWrap');
     expect(left.filter((r) => r === 'MessagePort' || r === 'Worker')).toEqual([]);
   });

@@ -6,6 +6,7 @@ import { Dataset } from '../../src/loader/dataset.js';
 import { DecodePool } from '../../src/loader/decode-pool.js';
 import { hintAccesses, LoaderHints, type HintTarget } from '../../src/loader/hints.js';
 import type { MemoryUfs } from '../../src/ufs/memory.js';
+import { waitFor } from '../support/wait.js';
 import { collect, ids, parquetDataset } from './helpers.js';
 
 const KiB = 1024;
@@ -17,6 +18,7 @@ class Recorder implements HintTarget {
   async hint(jobId: string, hint: Omit<HintRequest, 'job'>): Promise<{ accepted: number; dropped: number; failed: number }> {
     this.jobs.add(jobId);
     this.requests.push(hint);
+    // A real round trip: changes made meanwhile must wait for the next request.
     await new Promise((r) => setTimeout(r, 1));
     return { accepted: hint.accesses?.length ?? 0, dropped: 0, failed: 0 };
   }
@@ -42,7 +44,7 @@ describe('loader hints, unit', () => {
     h.fetched(9);
     await h.idle();
     h.close();
-    await new Promise((r) => setTimeout(r, 20));
+    await waitFor(() => target.requests.at(-1)?.end === true, { what: 'the end of the job to be sent' });
     const reqs = target.requests;
     expect(reqs[0]).toMatchObject({ reset: true, cursor: 0, lookahead: 3 });
     const positions = reqs.flatMap((r) => (r.accesses ?? []).map((a) => a.pos));
@@ -120,14 +122,10 @@ describe('loader hints through real workers', () => {
       const stream = ds.batches({ batchSize: 250, epoch: 3, seed: 1, shuffle: true, prefetch: 1, hints: { jobId: 'visible-job' } });
       const it = stream[Symbol.asyncIterator]();
       await it.next();
-      let seen = false;
-      for (let i = 0; i < 200 && !seen; i++) {
-        seen = workers.some((w) => (w.info().hints?.registry.jobs ?? 0) > 0);
-        if (!seen) await new Promise((r) => setTimeout(r, 10));
-      }
-      expect(seen).toBe(true);
+      const jobs = (): number => workers.reduce((a, w) => a + (w.info().hints?.registry.jobs ?? 0), 0);
+      await waitFor(() => jobs() > 0, { what: 'a worker to register the job' });
       await it.return?.();
-      for (let i = 0; i < 200 && workers.some((w) => (w.info().hints?.registry.jobs ?? 0) > 0); i++) await new Promise((r) => setTimeout(r, 10));
+      await waitFor(() => jobs() === 0, { what: 'the workers to end the job' });
       expect(workers.map((w) => w.info().hints?.registry.jobs)).toEqual([0, 0]);
     } finally {
       await ds.close();

@@ -148,13 +148,12 @@ async function failure(p: Promise<unknown>): Promise<unknown> {
   throw new Error('expected a rejection');
 }
 
-/** Worker threads and message ports still alive in this process (the existing cancellation test's check). */
+/**
+ * Worker threads and message ports still alive in this process (the existing cancellation test's check).
+ * Asked right after close(), which resolves only once every thread it owns has stopped.
+ */
 async function leakedHandles(): Promise<string[]> {
-  const live = (): string[] => process.getActiveResourcesInfo().filter((r) => r === 'MessagePort' || r === 'Worker');
-  // Thread exits are asynchronous: give them a moment, bounded.
-  for (let i = 0; i < 50 && live().length > 0; i++) await new Promise((r) => setTimeout(r, 100));
-  await new Promise((r) => setTimeout(r, 100));
-  return live();
+  return process.getActiveResourcesInfo().filter((r) => r === 'MessagePort' || r === 'Worker');
 }
 
 async function openPq(loaderThread?: boolean): Promise<Dataset> {

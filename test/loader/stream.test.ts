@@ -6,6 +6,7 @@ import { DecodePool } from '../../src/loader/decode-pool.js';
 import type { ParquetDecodeTask } from '../../src/loader/decode-parquet.js';
 import { describeParquet, readParquetFooter, rowGroupFooter } from '../../src/loader/parquet-footer.js';
 import { PipelineStream, type PartitionSource } from '../../src/loader/stream.js';
+import { waitFor } from '../support/wait.js';
 import { parquetDataset } from './helpers.js';
 
 /**
@@ -51,10 +52,6 @@ function gatedSource(): { src: PartitionSource; finish: (p: number) => void; fet
 
 const input = (epoch: number): EpochPlanInput => ({ partitionRows: Array.from({ length: PARTS }, () => ROWS), seed: 3, epoch, rank: 0, worldSize: 1, batchSize: ROWS, mode: 'none', dropLast: false });
 
-async function until(cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
-  expect(cond()).toBe(true);
-}
 
 /** Partitions by descending priority. */
 const byPriority = (d: Decoded[]): number[] => [...d].sort((a, b) => b.priority - a.priority).map((x) => x.p);
@@ -67,10 +64,10 @@ describe('PipelineStream decode priority', () => {
     // Only the first batch's partition is read until it is in (the window would start at once in prime()); then the window.
     expect(fetchesStarted()).toEqual([0]);
     finish(0);
-    await until(() => fetchesStarted().length === PARTS);
+    await waitFor(() => fetchesStarted().length === PARTS, { what: 'every partition fetch to start' });
     // Fetches finish last-needed first; each is handed to the decoder as soon as it is in.
     for (const p of [4, 3, 2, 1]) finish(p);
-    await until(() => decoded.length === PARTS);
+    await waitFor(() => decoded.length === PARTS, { what: 'every partition to be decoded' });
     expect(decoded.map((d) => d.p)).toEqual([0, 4, 3, 2, 1]);
     expect(byPriority(decoded)).toEqual([0, 1, 2, 3, 4]);
     const ids: number[] = [];

@@ -10,6 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { startFaultProxy } from '../support/fault-proxy.js';
 import { requireOrSkip, whichBinary } from '../support/services.js';
 import { startHttpServer, type TestHttpServer } from '../support/http-server.js';
+import { deferred } from '../support/wait.js';
 import { describeConformance } from './conformance.js';
 
 const encodeRel = (rel: string): string => rel.split('/').map(encodeURIComponent).join('/');
@@ -229,10 +230,15 @@ describe('HttpUfs', () => {
   });
 
   it('aborts a hanging request through its signal', async () => {
-    server.intercept = () => true;
+    const hanging = deferred();
+    server.intercept = () => {
+      hanging.resolve();
+      return true;
+    };
     const ac = new AbortController();
     const p = ufs.read(url('small.bin'), 0, 10, { signal: ac.signal });
-    setTimeout(() => ac.abort(new Error('caller gave up')), 50);
+    await hanging.promise;
+    ac.abort(new Error('caller gave up'));
     await expect(p).rejects.toThrow('caller gave up');
   });
 

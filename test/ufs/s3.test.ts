@@ -4,6 +4,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { S3Ufs, type S3UfsOptions } from '../../src/ufs/s3.js';
 import { startS3rver, type S3rverHandle } from '../support/s3rver.js';
+import { deferred } from '../support/wait.js';
 import { describeConformance } from './conformance.js';
 
 describeConformance('s3 (s3rver)', { writable: true, buckets: true, credentials: true }, async () => {
@@ -223,9 +224,11 @@ describe('S3Ufs against s3rver', () => {
           let sent = 0;
           r.on('data', (c: Buffer) => {
             if (sent >= 500) return;
-            res.write(c.subarray(0, 500 - sent));
-            sent += Math.min(c.byteLength, 500 - sent);
-            if (sent >= 500) setTimeout(() => req.socket.destroy(), 20);
+            const part = c.subarray(0, 500 - sent);
+            sent += part.byteLength;
+            // Reset once the last of the 500 bytes is flushed, so the client gets them before the cut.
+            if (sent >= 500) res.write(part, () => req.socket.destroy());
+            else res.write(part);
           });
         });
         req.pipe(up);
@@ -289,14 +292,16 @@ describe('S3Ufs against s3rver', () => {
   });
 
   it('aborts a stalled read through its signal with the signal reason', async () => {
+    const stalled = deferred();
     const front = await listen(() => {
-      // never respond
+      stalled.resolve(); // and never respond
     });
     const f = new S3Ufs(opts(s3, { endpoint: front.endpoint, timeoutMs: 60_000 }));
     try {
       const ac = new AbortController();
       const p = f.read('s3://unit/big.bin', 0, 10, { signal: ac.signal });
-      setTimeout(() => ac.abort(new Error('caller gave up')), 50);
+      await stalled.promise;
+      ac.abort(new Error('caller gave up'));
       await expect(p).rejects.toThrow('caller gave up');
     } finally {
       await f.close();
@@ -306,15 +311,17 @@ describe('S3Ufs against s3rver', () => {
 
   it('aborts a parallel read whose later parts stall, with the signal reason', async () => {
     let gets = 0;
+    const threeParts = deferred();
     const front = await listen((req, res) => {
-      if (req.method === 'GET' && ++gets > 1) return; // later parts never answer
+      if (req.method === 'GET' && ++gets === 3) threeParts.resolve();
+      if (req.method === 'GET' && gets > 1) return; // later parts never answer
       proxy(s3, req, res);
     });
     const f = new S3Ufs(opts(s3, { endpoint: front.endpoint, partSize: 1024 * 1024, parallelism: 3, timeoutMs: 60_000 }));
     try {
       const ac = new AbortController();
       const p = f.read('s3://unit/big.bin', 0, big.byteLength, { signal: ac.signal });
-      while (gets < 3) await new Promise((r) => setTimeout(r, 10));
+      await threeParts.promise;
       ac.abort(new Error('epoch cancelled'));
       await expect(p).rejects.toThrow('epoch cancelled');
     } finally {
