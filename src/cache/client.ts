@@ -5,11 +5,10 @@ import { createUfs } from '../ufs/router.js';
 import type { FileInfo, OpOptions, ReadOptions, UnderFileSystem, WriteData } from '../ufs/types.js';
 import { checkRange, schemeOf } from '../ufs/url.js';
 import { splitRange, type Part } from './blocks.js';
-import { CircuitBreaker } from './breaker.js';
 import { CallScope, type CallInfo } from './call-scope.js';
 import { invalidateOnWorkers, loadIntoWorkers, sendHints, type AdminTarget, type HintResult, type LoadOptions, type LoadResult } from './client-admin.js';
 import { ClientMetadata } from './client-metadata.js';
-import { clientSettings, membershipFor, type CacheClientOptions, type CacheClientStats } from './client-options.js';
+import { clientSettings, type CacheClientOptions, type CacheClientStats } from './client-options.js';
 import { CountedStore } from './counted-store.js';
 import type { HintRequest } from './hint-request.js';
 import { LocalPageTier } from './local-page-tier.js';
@@ -17,6 +16,10 @@ import type { Membership, WorkerInfo } from './membership.js';
 import { HashRing, ringKey } from './ring.js';
 import { WorkerFault } from './worker-errors.js';
 import { WorkerTransport } from './worker-transport.js';
+// Sharing one membership and one set of breakers with copies in other threads (src/cache/shared-state.ts).
+import { toPortable, type PortableSpec } from '../ufs/portable.js';
+import type { Breaker, BreakerTable } from './shared-breakers.js';
+import { describeCacheClient, ownClientState, type ClientState } from './shared-state.js';
 
 /** Reads of an object that keeps changing give up after this many versions. */
 const VERSION_RETRIES = 3;
@@ -58,7 +61,8 @@ export class CacheClient implements UnderFileSystem {
   readonly #membership: Membership;
   #ring: HashRing;
   readonly #unsubscribe: () => void;
-  readonly #breakers = new Map<string, CircuitBreaker>();
+  readonly #state: ClientState;
+  readonly #breakers: BreakerTable;
   readonly #transport: WorkerTransport;
   readonly #queue: PQueue;
   readonly #metadata: ClientMetadata;
@@ -71,14 +75,20 @@ export class CacheClient implements UnderFileSystem {
   #closing: Promise<void> | undefined;
   readonly #counts = { hits: 0, misses: 0, fallbacks: 0, bytesFromCache: 0, bytesFromUfs: 0 };
 
-  constructor(options: CacheClientOptions = {}) {
+  /**
+   * @param state Internal: the membership and breakers of a copy rebuilt in another
+   * thread (src/cache/rebuilders.ts). Without it the client builds its own from `options`.
+   */
+  constructor(options: CacheClientOptions = {}, state?: ClientState) {
     this.#opts = options;
     const settings = clientSettings(options);
     this.#blockSize = settings.blockSize;
     this.#partSize = settings.partSize;
     this.#replicas = settings.replicas;
     this.#queue = new PQueue({ concurrency: settings.concurrency });
-    this.#membership = membershipFor(options);
+    this.#state = state ?? ownClientState(options);
+    this.#membership = this.#state.membership;
+    this.#breakers = this.#state.breakers;
     this.#ownsUfs = !isUfs(options.ufs);
     this.#store = new CountedStore(isUfs(options.ufs) ? options.ufs : createUfs(options.ufs ?? {}));
     this.#ring = new HashRing(this.#membership.members());
@@ -116,6 +126,14 @@ export class CacheClient implements UnderFileSystem {
       if (localCache.pageSize !== undefined) options.localCache.pageSize = localCache.pageSize;
     }
     return { kind: 'cache', options };
+  }
+
+  /**
+   * How another thread of this process rebuilds this client (src/ufs/portable.ts): the
+   * copy shares this client's membership and breakers instead of building its own.
+   */
+  [toPortable](): PortableSpec | undefined {
+    return describeCacheClient(this.portableSpec(), this.#state);
   }
 
   /** Resolves once the first membership is known (immediately for a static list). */
@@ -250,7 +268,7 @@ export class CacheClient implements UnderFileSystem {
     };
     if (destroyWith) await step(() => this.#transport.destroy(destroyWith));
     await this.#calls.drained();
-    await step(() => this.#membership.close());
+    await step(() => this.#state.close());
     if (!destroyWith) await step(() => this.#transport.close());
     const tier = this.#tier;
     if (tier) await step(() => tier.close());
@@ -332,10 +350,8 @@ export class CacheClient implements UnderFileSystem {
   }
 
   /** The circuit breaker of one worker. */
-  #breaker(id: string): CircuitBreaker {
-    let b = this.#breakers.get(id);
-    if (!b) this.#breakers.set(id, (b = new CircuitBreaker(this.#opts.breaker)));
-    return b;
+  #breaker(id: string): Breaker {
+    return this.#breakers.get(id);
   }
 
   /**

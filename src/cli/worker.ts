@@ -110,6 +110,8 @@ async function resolveConfig(cli: WorkerCliOptions, command: Command): Promise<W
     policy: v.policy,
     leaseTtl: v.leaseTtl,
     allow: v.allow,
+    fileRoot: v.fileRoot,
+    insecure: v.insecure,
     metadataTtl: v.metadataTtl,
     etcd: c.values.etcd?.join(','),
     cluster: c.values.cluster,

@@ -63,7 +63,9 @@ export const SECTIONS = {
     pageSize: { doc: 'cache page size; every worker of a cluster should agree', schema: bytes(1, 0x7fff_ffff), default: MiB },
     policy: { doc: 'eviction policy of both tiers', schema: oneOf(['lru', 's3fifo'] as const), default: 'lru' },
     leaseTtl: { doc: 'etcd lease TTL in seconds', schema: int(2, 3600), default: 10 },
-    allow: { doc: 'store URL prefixes the worker may read (default: any)', schema: list() },
+    allow: { doc: 'store URL prefixes the worker may read (default: s3://, and file:// under fileRoot; http(s):// only when listed)', schema: list() },
+    fileRoot: { doc: 'serve file:// URLs under this directory (default: file:// off)', schema: str() },
+    insecure: { doc: 'allow a non-loopback host without a token (logged as a warning at start)', schema: bool(), default: false },
     metadataTtl: { doc: 'how long stat and list answers are cached', schema: duration(0), default: 10_000 },
   }),
   cluster: section({

@@ -23,6 +23,7 @@ import { RequestCounter } from './counters.js';
 import { compareBytes } from './memory.js';
 import { checkRange, schemeOf } from './url.js';
 import type { FileInfo, OpOptions, ReadOptions, RequestCounts, StoreAdapter, WriteData } from './types.js';
+import { toPortable, type PortableSpec } from './portable.js';
 
 export interface HttpUfsOptions {
   /**
@@ -227,6 +228,11 @@ export class HttpUfs implements StoreAdapter {
    * The options this adapter was built with, as plain data for rebuilding it in another
    * thread (`src/loader/portable-fs.ts`); undefined when it was given a `dispatcher`.
    */
+  /** `portableSpec()` for the rebuild protocol (src/ufs/portable.ts). */
+  [toPortable](): PortableSpec | undefined {
+    return this.portableSpec();
+  }
+
   portableSpec(): { kind: 'http'; options: HttpUfsOptions } | undefined {
     const options = portableHttpOptions(this.#options);
     return options && { kind: 'http', options };

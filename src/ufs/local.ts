@@ -24,6 +24,7 @@ import { RequestCounter } from './counters.js';
 import { compareBytes } from './memory.js';
 import { checkRange, schemeOf } from './url.js';
 import type { FileInfo, OpOptions, ReadOptions, RequestCounts, StoreAdapter, WriteData } from './types.js';
+import { toPortable, type PortableSpec } from './portable.js';
 
 export interface LocalUfsOptions {
   /**
@@ -101,6 +102,11 @@ export class LocalUfs implements StoreAdapter {
    * Plain options that build an equivalent adapter elsewhere (another thread): the
    * resolved `root` and `fsync`. `src/loader/portable-fs.ts` turns this into a `UfsSpec`.
    */
+  /** `portableSpec()` for the rebuild protocol (src/ufs/portable.ts). */
+  [toPortable](): PortableSpec | undefined {
+    return this.portableSpec();
+  }
+
   portableSpec(): { kind: 'local'; options: LocalUfsOptions } {
     return { kind: 'local', options: { root: this.root, fsync: this.#fsync } };
   }

@@ -5,6 +5,7 @@ import { LocalUfs, type LocalUfsOptions } from './local.js';
 import { S3Ufs, portableS3Options, type S3UfsOptions } from './s3.js';
 import { schemeOf, type Scheme } from './url.js';
 import type { FileInfo, OpOptions, ReadOptions, RequestCounts, StoreAdapter, UnderFileSystem, WriteData } from './types.js';
+import { toPortable, type PortableSpec } from './portable.js';
 
 export interface UfsOptions {
   /** Options for `s3://` URLs. Credentials and region otherwise come from the standard AWS chain. */
@@ -79,6 +80,11 @@ export class UfsRouter implements UnderFileSystem {
    * thread (`src/loader/portable-fs.ts`); undefined when it was given `adapters` or
    * per-scheme options that are not data (an HTTP `dispatcher`, an S3 credentials function).
    */
+  /** `portableSpec()` for the rebuild protocol (src/ufs/portable.ts). */
+  [toPortable](): PortableSpec | undefined {
+    return this.portableSpec();
+  }
+
   portableSpec(): { kind: 'router'; options: UfsOptions } | undefined {
     const options = portableUfsOptions(this.#options);
     return options && { kind: 'router', options };

@@ -25,6 +25,7 @@ import { optionalInt } from '../util/validate.js';
 import { RequestCounter } from './counters.js';
 import { checkRange, formatS3Url, parseS3Url, schemeOf, type S3Location } from './url.js';
 import type { FileInfo, OpOptions, ReadOptions, RequestCounts, StoreAdapter, WriteData } from './types.js';
+import { toPortable, type PortableSpec } from './portable.js';
 
 const MiB = 1024 * 1024;
 
@@ -299,6 +300,11 @@ export class S3Ufs implements StoreAdapter {
    * The options this adapter was built with, as plain data for rebuilding it in another
    * thread (`src/loader/portable-fs.ts`); undefined when credentials are not a plain object.
    */
+  /** `portableSpec()` for the rebuild protocol (src/ufs/portable.ts). */
+  [toPortable](): PortableSpec | undefined {
+    return this.portableSpec();
+  }
+
   portableSpec(): { kind: 's3'; options: S3UfsOptions } | undefined {
     const options = portableS3Options(this.#options);
     return options && { kind: 's3', options };

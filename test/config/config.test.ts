@@ -76,6 +76,31 @@ describe('loadConfig', () => {
     expect(store.values.s3PathStyle).toBe(true);
   });
 
+  it('reads the worker security settings fileRoot and insecure from each source, off by default', async () => {
+    const none = await loadConfig('worker', { env: {} });
+    expect([none.values.fileRoot, none.sources.fileRoot]).toEqual([undefined, 'default']);
+    expect([none.values.insecure, none.sources.insecure]).toEqual([false, 'default']);
+
+    const fromEnv = await loadConfig('worker', { env: { GRANARY_WORKER_FILE_ROOT: '/data/train', GRANARY_WORKER_INSECURE: 'yes' } });
+    expect([fromEnv.values.fileRoot, fromEnv.sources.fileRoot]).toEqual(['/data/train', 'env']);
+    expect([fromEnv.values.insecure, fromEnv.sources.insecure]).toEqual([true, 'env']);
+    expect(fromEnv.warnings).toEqual([]);
+
+    const path = await file('worker-security.json', { worker: { fileRoot: '/data/file', insecure: true } });
+    const fromFile = await loadConfig('worker', { env: {}, configFile: path });
+    expect([fromFile.values.fileRoot, fromFile.values.insecure]).toEqual(['/data/file', true]);
+    const flagWins = await loadConfig('worker', { flags: { fileRoot: '/data/flag', insecure: false }, env: { GRANARY_WORKER_FILE_ROOT: '/data/train' }, configFile: path });
+    expect([flagWins.values.fileRoot, flagWins.sources.fileRoot]).toEqual(['/data/flag', 'flag']);
+    expect([flagWins.values.insecure, flagWins.sources.insecure]).toEqual([false, 'flag']);
+
+    expect(envName('worker', 'fileRoot')).toBe('GRANARY_WORKER_FILE_ROOT');
+    expect(flagName('worker', 'fileRoot')).toBe('--file-root');
+    expect(envName('worker', 'insecure')).toBe('GRANARY_WORKER_INSECURE');
+    expect(flagName('worker', 'insecure')).toBe('--insecure');
+    const err = await configError(loadConfig('worker', { env: { GRANARY_WORKER_INSECURE: 'sometimes' } }));
+    expect(err.message).toBe('Invalid worker.insecure from GRANARY_WORKER_INSECURE (environment): expected true or false, got "sometimes"');
+  });
+
   it('names the key, the flag and the value of a bad flag', async () => {
     const err = await configError(loadConfig('demo', { flags: { epochs: '0' }, env: {} }));
     expect(err.message).toBe('Invalid demo.epochs from --epochs (command line): expected an integer from 1 to 100, got "0"');

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CacheClient } from '../../src/cache/client.js';
 import { startWorker, type CacheWorker } from '../../src/cache/worker.js';
 import { ufsFromSpec, ufsSpecOf, type UfsSpec } from '../../src/loader/portable-fs.js';
+import { registerRebuilder, toPortable, type PortableSpec } from '../../src/ufs/portable.js';
 import { HttpUfs } from '../../src/ufs/http.js';
 import { LocalUfs } from '../../src/ufs/local.js';
 import { MemoryUfs } from '../../src/ufs/memory.js';
@@ -18,6 +19,8 @@ import { startHttpServer, type TestHttpServer } from '../support/http-server.js'
 import { startS3rver, type S3rverHandle } from '../support/s3rver.js';
 
 const KiB = 1024;
+/** What a cache client's spec carries besides its options: the hub of the state its copies here share. */
+const share = { channel: expect.stringMatching(/^granary:hub:/) as unknown, pid: process.pid };
 const data = randomBytes(300 * KiB + 17);
 
 /** spec -> structuredClone (as postMessage would) -> a new client; the spec is checked first. */
@@ -158,6 +161,7 @@ describe('portable store specs', () => {
           breaker: { cooldownMs: 500 },
           replicas: 1,
         },
+        share,
       });
       expect(copy).toBeInstanceOf(CacheClient);
       await expectEquivalent(fs, copy, fileUrl);
@@ -175,7 +179,7 @@ describe('portable store specs', () => {
     const fs = new CacheClient({ workers: [worker.url], ufs: store, token: 't', etcd: undefined });
     const { spec, copy } = rebuild(fs);
     try {
-      expect(spec).toEqual({ kind: 'cache', options: { workers: [worker.url], ufs: { kind: 'local', options: { root: dir, fsync: true } }, token: 't' } });
+      expect(spec).toEqual({ kind: 'cache', options: { workers: [worker.url], ufs: { kind: 'local', options: { root: dir, fsync: true } }, token: 't' }, share });
       // The copy describes itself the same way (its store is a client it owns).
       expect(ufsSpecOf(copy)).toEqual(spec);
       await expectEquivalent(fs, copy, fileUrl);
@@ -196,7 +200,7 @@ describe('portable store specs', () => {
     });
     const { spec, copy } = rebuild(fs);
     try {
-      expect(spec).toEqual({ kind: 'cache', options: { workers: [], ufs: { file: { root: dir } }, localCache: { memoryBytes: 4 * 1024 * KiB, pageSize: 64 * KiB } } });
+      expect(spec).toEqual({ kind: 'cache', options: { workers: [], ufs: { file: { root: dir } }, localCache: { memoryBytes: 4 * 1024 * KiB, pageSize: 64 * KiB } }, share });
       await expectEquivalent(fs, copy, fileUrl);
     } finally {
       await copy.close();
@@ -207,7 +211,7 @@ describe('portable store specs', () => {
   it('carries etcd membership options', async () => {
     const fs = new CacheClient({ etcd: { endpoints: ['http://127.0.0.1:1'], cluster: 'c1' }, ufs: { file: { root: dir } } });
     try {
-      expect(ufsSpecOf(fs)).toEqual({ kind: 'cache', options: { etcd: { endpoints: ['http://127.0.0.1:1'], cluster: 'c1' }, ufs: { file: { root: dir } } } });
+      expect(ufsSpecOf(fs)).toEqual({ kind: 'cache', options: { etcd: { endpoints: ['http://127.0.0.1:1'], cluster: 'c1' }, ufs: { file: { root: dir } } }, share });
     } finally {
       await fs.close();
     }
@@ -253,7 +257,53 @@ describe('portable store specs', () => {
     }
   });
 
+  it('rebuilds a client of a kind registered from outside the loader, and a subclass that describes itself', async () => {
+    /** A store the loader has never heard of: a jail under `root`, described as its own kind. */
+    class Jailed extends LocalUfs {
+      override [toPortable](): PortableSpec {
+        return { kind: 'test:jailed', options: { root: this.root } };
+      }
+    }
+    registerRebuilder('test:jailed', (s) => new Jailed(s.options as { root: string }));
+    const fs = new Jailed({ root: dir });
+    const { spec, copy } = rebuild(fs);
+    try {
+      expect(spec).toEqual({ kind: 'test:jailed', options: { root: dir } });
+      expect(copy).toBeInstanceOf(Jailed);
+      await expectEquivalent(fs, copy, fileUrl);
+      // A cache client in front of it describes it by its own spec.
+      const cache = new CacheClient({ workers: [worker.url], ufs: fs });
+      try {
+        expect(ufsSpecOf(cache)).toEqual({ kind: 'cache', options: { workers: [worker.url], ufs: spec }, share });
+      } finally {
+        await cache.close();
+      }
+    } finally {
+      await copy.close();
+      await fs.close();
+    }
+  });
+
+  it('builds a cache client of its own from a spec taken to another process', async () => {
+    const fs = new CacheClient({ workers: [worker.url], ufs: { file: { root: dir } } });
+    const spec = ufsSpecOf(fs)!;
+    // Another process has no hub of that name: the copy must not wait for one.
+    const elsewhere = { ...spec, share: { ...(spec.share as object), pid: process.pid + 1 } };
+    const copy = ufsFromSpec(elsewhere) as CacheClient;
+    try {
+      await copy.ready();
+      expect(copy.workers().map((w) => w.url)).toEqual([worker.url]);
+      // It has a hub of its own for its own copies.
+      expect((ufsSpecOf(copy)?.share as { channel: string }).channel).not.toBe((spec.share as { channel: string }).channel);
+      await expectEquivalent(fs, copy, fileUrl);
+      expect(copy.stats().fallbacks).toBe(0);
+    } finally {
+      await copy.close();
+      await fs.close();
+    }
+  });
+
   it('refuses a spec of an unknown kind with a coded error', () => {
-    expect(() => ufsFromSpec({ kind: 'ftp', options: {} } as unknown as UfsSpec)).toThrow(expect.objectContaining({ code: 'GRANARY_ERR_INVALID_ARGUMENT' }));
+    expect(() => ufsFromSpec({ kind: 'ftp', options: {} })).toThrow(expect.objectContaining({ code: 'GRANARY_ERR_INVALID_ARGUMENT' }));
   });
 });
