@@ -55,10 +55,12 @@ export type {
   BatchesOptions,
   DatasetOptions,
   DatasetReadStats,
+  DecodeCallOptions,
   DecodePoolOptions,
   FilesDatasetOptions,
   LoaderState,
   PartitionInfo,
+  ReadStatsOptions,
   StreamStats,
   UfsSpec,
 } from './loader/index.js';
