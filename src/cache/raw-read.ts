@@ -6,6 +6,7 @@
  */
 import { connect, type NetConnectOpts } from 'node:net';
 import { throwIfAborted } from '../errors.js';
+import type { WorkerReadRequest } from './worker-transport.js';
 import type { WorkerInfo } from './membership.js';
 import { Headers, Paths } from './protocol.js';
 import { WorkerFault } from './worker-errors.js';
@@ -16,16 +17,10 @@ export const RAW_READ_MIN = 1024 * 1024;
 /** An error answer larger than this is not an error body: the worker is at fault. */
 const MAX_ERROR_BODY = 1024 * 1024;
 
-export interface RawReadRequest {
+/** A `WorkerReadRequest` (bytes go to `out[at, at + length)`) sent over its own socket. */
+export interface RawReadRequest extends WorkerReadRequest {
   /** An `http://` worker. */
   worker: WorkerInfo;
-  url: string;
-  etag: string;
-  offset: number;
-  length: number;
-  /** Where the bytes go: `out[at, at + length)`. */
-  out: Uint8Array;
-  at: number;
   token: string | undefined;
   timeoutMs: number;
   signal: AbortSignal | undefined;
