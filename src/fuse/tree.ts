@@ -62,7 +62,9 @@ function validName(name: string): boolean {
 
 /** Build the tree from a listing of `prefix` (a URL ending in `/`). */
 export function buildTree(prefix: string, files: Iterable<FileInfo>, now = Date.now()): Tree {
-  const root = newDir('', '', ROOT_ID, now);
+  // A directory's mtime is its newest file's: a function of the listing, so a listing
+  // again that finds nothing new changes nothing `tar` or `make` could notice.
+  const root = newDir('', '', ROOT_ID, 0);
   const byId = new Map<bigint, FsNode>([[ROOT_ID, root]]);
   const skipped: string[] = [];
   let count = 0;
@@ -77,6 +79,7 @@ export function buildTree(prefix: string, files: Iterable<FileInfo>, now = Date.
     }
     let dir = root;
     let ok = true;
+    const ancestors: DirNode[] = [root];
     for (let i = 0; i < parts.length - 1; i++) {
       const name = parts[i] as string;
       const existing = dir.children.get(name);
@@ -86,11 +89,12 @@ export function buildTree(prefix: string, files: Iterable<FileInfo>, now = Date.
       }
       if (existing) dir = existing;
       else {
-        const d = newDir(parts.slice(0, i + 1).join('/'), name, dir.id, f.mtimeMs ?? now);
+        const d = newDir(parts.slice(0, i + 1).join('/'), name, dir.id, 0);
         dir.children.set(name, d);
         byId.set(d.id, d);
         dir = d;
       }
+      ancestors.push(dir);
     }
     const name = parts[parts.length - 1] as string;
     if (!ok || dir.children.has(name)) {
@@ -110,6 +114,7 @@ export function buildTree(prefix: string, files: Iterable<FileInfo>, now = Date.
     };
     dir.children.set(name, node);
     byId.set(node.id, node);
+    for (const a of ancestors) a.mtimeMs = Math.max(a.mtimeMs, node.mtimeMs);
     count++;
     bytes += f.size;
   }
