@@ -57,11 +57,16 @@ export async function runHolder(o: HolderOptions): Promise<number> {
   return status;
 }
 
+/** How long a new serving process may take to list the prefix and start serving. */
+const STARTUP_TIMEOUT_MS = 60_000;
+
 class Holder {
   readonly #o: HolderOptions;
   readonly #fd: number;
   #child: ChildProcess | undefined;
   #lastBeat = 0;
+  /** Whether the current serving process has listed the prefix and serves (heartbeats apply from then). */
+  #serving = false;
   #stopping = false;
   #restarts = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -89,8 +94,10 @@ class Holder {
     const child = this.#child;
     if (!child || this.#stopping) return;
     const silent = Date.now() - this.#lastBeat;
-    if (silent < timeoutMs) return;
-    this.#o.log(`serving process ${String(child.pid)} sent no heartbeat for ${silent} ms (hung or stopped): killing it, a new one takes over`);
+    // Starting (runtime, listing the prefix, finding workers) takes longer than a heartbeat.
+    const limit = this.#serving ? timeoutMs : Math.max(STARTUP_TIMEOUT_MS, timeoutMs);
+    if (silent < limit) return;
+    this.#o.log(`serving process ${String(child.pid)} sent no heartbeat for ${silent} ms (${this.#serving ? 'hung or stopped' : 'never started serving'}): killing it, a new one takes over`);
     this.#lastBeat = Date.now();
     child.kill('SIGKILL');
   }
@@ -104,6 +111,7 @@ class Holder {
       env: { ...serve.env, [SERVE_ENV.role]: 'serve', [SERVE_ENV.restart]: restart ? '1' : '0', UV_THREADPOOL_SIZE: serve.env.UV_THREADPOOL_SIZE ?? '24' },
     });
     this.#child = child;
+    this.#serving = false;
     this.#lastBeat = Date.now();
     const started = Date.now();
     return new Promise<void>((resolve, reject) => {
@@ -113,6 +121,7 @@ class Holder {
         this.#lastBeat = Date.now();
         if (m.type === 'serving' && !serving) {
           serving = true;
+          if (this.#child === child) this.#serving = true;
           this.#o.log(`serving process ${String(child.pid)} ${restart ? 'took over (resend requested)' : 'started'}`);
           resolve();
         } else if (m.type === 'error') {
