@@ -164,6 +164,11 @@ async function readPart(ctx: ReadContext, t: ReadTarget, offset: number, sink: S
       headersSeen = true;
       onHeaders?.(got ?? '', total);
     }
+    if (out.byteLength === 0) {
+      // An empty object answered with a range (s3rver: 206 `bytes 0-0/0` and a body it never sends).
+      body?.destroy();
+      return;
+    }
     if (!body) return fail(new UnavailableError(`S3 returned no body for range ${start}-${stop - 1} of ${t.url}`, { url: t.url }));
     const onAbort = (): void => body.destroy(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)));
     signal.addEventListener('abort', onAbort, { once: true });
