@@ -22,7 +22,8 @@ import { toPortable, type PortableSpec } from './portable.js';
 import { mapS3Error, normalizeEtag } from './s3/errors.js';
 import { portableS3Options, type S3UfsOptions } from './s3/options.js';
 import { linkAbort, readRange as readS3Range, readWhole, type ReadContext } from './s3/read.js';
-import { buildSdkClients, sdkConfig, SdkTransport, type SdkClients } from './s3/sdk.js';
+import { LeanTransport, staticCredentials } from './s3/lean.js';
+import { buildSdkClients, s3Region, sdkConfig, SdkTransport, type SdkClients } from './s3/sdk.js';
 import type { S3Transport } from './s3/transport.js';
 
 export { normalizeEtag } from './s3/errors.js';
@@ -74,7 +75,20 @@ export class S3Ufs implements StoreAdapter {
     this.#endpoint = options.endpoint ?? 'AWS S3';
     this.#agents = [new HttpAgent({ keepAlive: true, maxSockets }), new HttpsAgent({ keepAlive: true, maxSockets })];
     this.#config = sdkConfig(options, this.#agents, this.#timeoutMs);
-    this.#transport = new SdkTransport(() => this.#sdk());
+    if (options.leanReads !== undefined && typeof options.leanReads !== 'boolean') {
+      throw new InvalidArgumentError(`Expected S3 option \`leanReads\` to be a boolean, got \`${String(options.leanReads)}\` (${typeof options.leanReads})`);
+    }
+    const credentials = options.leanReads === false ? undefined : staticCredentials(options.credentials);
+    this.#transport = credentials
+      ? new LeanTransport({
+          endpoint: options.endpoint,
+          region: s3Region(options),
+          forcePathStyle: options.forcePathStyle ?? options.endpoint !== undefined,
+          credentials,
+          agents: this.#agents,
+          counter: this.#counter,
+        })
+      : new SdkTransport(() => this.#sdk());
     this.#reader = {
       transport: this.#transport,
       counter: this.#counter,

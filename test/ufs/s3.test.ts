@@ -33,6 +33,30 @@ describeConformance('s3 (s3rver)', { writable: true, buckets: true, credentials:
   };
 });
 
+// Reads through the AWS SDK, as configurations with the SDK's credential chain (profiles, SSO, IMDS) have them.
+describeConformance('s3 (s3rver, reads through the AWS SDK)', { writable: true, buckets: true, credentials: true }, async () => {
+  const s3 = await startS3rver({ buckets: ['conformance'] });
+  const options: S3UfsOptions = {
+    endpoint: s3.endpoint,
+    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+    partSize: 1024 * 1024,
+    parallelism: 4,
+    leanReads: false,
+  };
+  const ufs = new S3Ufs(options);
+  return {
+    ufs,
+    base: 's3://conformance/sdk/',
+    listable: true,
+    missingBucketUrl: 's3://no-such-bucket-here/x.bin',
+    badCredentials: () => new S3Ufs({ ...options, credentials: { accessKeyId: 'NOT-A-KEY', secretAccessKey: 'S3RVER' } }),
+    async close() {
+      await ufs.close();
+      await s3.close();
+    },
+  };
+});
+
 async function listen(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ server: Server; endpoint: string; close(): Promise<void> }> {
   const server = createServer(handler);
   const sockets = new Set<Socket>();

@@ -65,6 +65,15 @@ export interface S3UfsOptions {
    * @default max(64, parallelism * 8)
    */
   maxSockets?: number | undefined;
+  /**
+   * Send reads, stats and listings (GET, HEAD, ListObjectsV2) as lean SigV4-signed
+   * requests instead of through the AWS SDK, which costs several times the CPU per
+   * request. Applies when the credentials are static (`credentials`, or
+   * `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` in the environment); other
+   * configurations (profiles, SSO, instance metadata) always use the SDK. Writes use the SDK.
+   * @default true
+   */
+  leanReads?: boolean | undefined;
 }
 
 /**

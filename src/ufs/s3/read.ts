@@ -67,8 +67,16 @@ function sizeChanged(t: ReadTarget, total: number): Error {
 /** `length` bytes at `offset` (length > 0), as one GET or parallel ranged GETs. */
 export async function readRange(ctx: ReadContext, t: ReadTarget, offset: number, length: number): Promise<Uint8Array> {
   const out = allocate(length);
-  if (length <= ctx.partSize) await readPart(ctx, t, offset, out);
-  else await readParallel(ctx, t, offset, out);
+  try {
+    if (length <= ctx.partSize) await readPart(ctx, t, offset, out);
+    else await readParallel(ctx, t, offset, out);
+  } catch (err) {
+    // A range inside the size the caller expects, refused (416): the object is shorter now.
+    if (err instanceof RangeNotSatisfiableError && t.size !== undefined && offset + length <= t.size) {
+      throw new VersionChangedError(`Object ${t.url} changed: expected size ${t.size}, the store refused range ${offset}+${length}`, { url: t.url, cause: err });
+    }
+    throw err;
+  }
   return out;
 }
 
