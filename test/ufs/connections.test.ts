@@ -57,7 +57,7 @@ function connectionCases(name: string, setup: () => Promise<{ ufs: UnderFileSyst
   });
 }
 
-connectionCases('S3 (s3rver)', async () => {
+for (const leanReads of [true, false]) connectionCases(`S3 (s3rver, ${leanReads ? 'lean' : 'SDK'} reads)`, async () => {
   const s3: S3rverHandle = await startS3rver({ buckets: ['conn'] });
   const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: s3.port } });
   const credentials = { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey };
@@ -68,7 +68,7 @@ connectionCases('S3 (s3rver)', async () => {
     for (let u = queue.shift(); u !== undefined; u = queue.shift()) await writer.write(u, randomBytes(SIZE));
   }));
   await writer.close();
-  const ufs = new S3Ufs({ endpoint: proxy.url, credentials });
+  const ufs = new S3Ufs({ endpoint: proxy.url, credentials, leanReads });
   return {
     ufs,
     proxy,
