@@ -122,6 +122,18 @@ describe('S3Ufs against s3rver', () => {
     expect(after.bytesRead - before.bytesRead).toBe(len);
   });
 
+  it('reads a whole large object of unknown size as a first GET and parallel ranged GETs, with no HEAD', async () => {
+    const before = ufs.requestCounts();
+    const got = await ufs.read('s3://unit/big.bin');
+    const after = ufs.requestCounts();
+    expect(Buffer.from(got).equals(big)).toBe(true);
+    expect({ get: after.get - before.get, stat: after.stat - before.stat, bytesRead: after.bytesRead - before.bytesRead }).toEqual({
+      get: Math.ceil(big.byteLength / (1024 * 1024)),
+      stat: 0,
+      bytesRead: big.byteLength,
+    });
+  });
+
   it('writes a large buffer and a stream as multipart uploads that read back exactly', async () => {
     const data = randomBytes(11 * 1024 * 1024 + 5);
     const w = new S3Ufs(opts(s3, { partSize: 5 * 1024 * 1024 }));

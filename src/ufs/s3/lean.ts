@@ -50,6 +50,8 @@ export class LeanTransport implements S3Transport {
   readonly #host: string;
   readonly #hostname: string;
   readonly #port: number | undefined;
+  /** The endpoint's own path (an S3 store mounted under a prefix), without a trailing slash. */
+  readonly #basePath: string;
   readonly #pathStyle: boolean;
   readonly #agents: [HttpAgent, HttpsAgent];
   readonly #counter: RequestCounter;
@@ -60,6 +62,7 @@ export class LeanTransport implements S3Transport {
     this.#host = u.host;
     this.#hostname = u.hostname;
     this.#port = u.port === '' ? undefined : Number(u.port);
+    this.#basePath = u.pathname.replace(/\/+$/, '');
     this.#pathStyle = o.forcePathStyle;
     this.#signer = new SigV4Signer(o.credentials, o.region);
     this.#agents = o.agents;
@@ -72,7 +75,7 @@ export class LeanTransport implements S3Transport {
     const host = virtual ? `${bucket}.${this.#host}` : this.#host;
     const hostname = virtual ? `${bucket}.${this.#hostname}` : this.#hostname;
     const keyPath = key === undefined ? '' : `/${uriEncode(key, true)}`;
-    const path = virtual ? keyPath || '/' : `/${uriEncode(bucket, false)}${keyPath}`;
+    const path = this.#basePath + (virtual ? keyPath || '/' : `/${uriEncode(bucket, false)}${keyPath}`);
     const qs = query.map(([k, v]) => `${uriEncode(k, false)}=${uriEncode(v, false)}`).join('&');
     const headers = { ...extra, ...this.#signer.sign({ method, host, path, query, now: new Date() }) };
     const request = this.#https ? httpsRequest : httpRequest;

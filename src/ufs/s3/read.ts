@@ -105,7 +105,8 @@ export async function readWhole(ctx: ReadContext, t: ReadTarget): Promise<Uint8A
     return info.size === 0 ? new Uint8Array(0) : readWhole(ctx, { ...t, etag: info.etag, size: info.size });
   }
   const out = whole as Uint8Array;
-  if (out.byteLength > ctx.partSize) await readParallel(ctx, { ...t, etag: version, size: out.byteLength }, ctx.partSize, out.subarray(ctx.partSize));
+  // The rest pinned to the version the first part had (a store without ETags: unpinned, size-checked).
+  if (out.byteLength > ctx.partSize) await readParallel(ctx, { ...t, etag: version || undefined, size: out.byteLength }, ctx.partSize, out.subarray(ctx.partSize));
   return out;
 }
 
