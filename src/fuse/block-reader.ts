@@ -71,7 +71,8 @@ export class BlockReader {
     }
     const start = index * BLOCK_BYTES;
     const length = Math.min(BLOCK_BYTES, file.size - start);
-    const p = this.#fs.read(file.url, start, length, { etag: file.etag });
+    // A file of one block is read whole: the cache's one-request path for small files.
+    const p = file.size <= BLOCK_BYTES ? this.#fs.read(file.url, undefined, undefined, { etag: file.etag }) : this.#fs.read(file.url, start, length, { etag: file.etag });
     this.#blocks.set(key, p);
     this.#sizes.set(key, length);
     this.#bytes += length;
