@@ -84,7 +84,7 @@ Examples:
         log(`${prefixUrl} mounted on ${mountPoint} (holder pid ${process.pid})`);
         if (!bg) return;
         process.send?.({ type: 'ready' });
-        process.disconnect?.();
+        if (process.connected) process.disconnect?.();
         log = lineWriter(logFd, 'granary mount');
       },
     });
@@ -103,7 +103,7 @@ async function serve(prefix: string, options: MountOptions, command: Command): P
     if (process.connected) process.send?.(m);
     throw err;
   } finally {
-    process.disconnect?.();
+    if (process.connected) process.disconnect?.();
   }
 }
 
