@@ -8,7 +8,7 @@ import { connect, type NetConnectOpts } from 'node:net';
 import { throwIfAborted } from '../errors.js';
 import type { WorkerReadRequest } from './worker-transport.js';
 import type { WorkerInfo } from './membership.js';
-import { Headers, Paths } from './protocol.js';
+import { Headers, Paths, readQuery } from './protocol.js';
 import { WorkerFault } from './worker-errors.js';
 
 /** Parts at least this large are worth a connection of their own. */
@@ -37,7 +37,7 @@ export function rawRead(r: RawReadRequest): Promise<RawAnswer> {
   throwIfAborted(r.signal);
   const { worker: w, url, out, at, signal } = r;
   const target = new URL(w.url);
-  const qs = new URLSearchParams({ url, etag: r.etag, offset: String(r.offset), length: String(r.length) }).toString();
+  const qs = new URLSearchParams(readQuery(r)).toString();
   let req = `GET ${target.pathname.replace(/\/$/, '')}${Paths.read}?${qs} HTTP/1.1\r\nhost: ${target.host}\r\nconnection: close\r\n`;
   if (r.token) req += `authorization: Bearer ${r.token}\r\n`;
   req += '\r\n';

@@ -13,7 +13,7 @@ import { refusalReason, type AccessPolicy } from './worker-access.js';
 import type { ReadThrough } from './worker-core.js';
 import type { LoadJobs } from './worker-jobs.js';
 import type { WorkerMetrics } from './worker-metrics.js';
-import { intParam, maxAgeParam, parseLoadBody, readJsonBody, requiredParam } from './worker-requests.js';
+import { intParam, maxAgeParam, optionalIntParam, parseLoadBody, readJsonBody, requiredParam } from './worker-requests.js';
 import type { WorkerInfoResponse } from './worker-options.js';
 
 export interface WorkerHttpContext {
@@ -95,7 +95,8 @@ async function handleRead(ctx: WorkerHttpContext, u: URL, res: ServerResponse): 
     const { first, count } = pagesForRange(offset, length, ctx.pageSize);
     ctx.hints.classify(Array.from({ length: count }, (_, i) => pageKey(url, etag, first + i)));
   }
-  const { pieces, info, hit } = await ctx.core.readPieces(url, offset, length, etag);
+  const size = optionalIntParam(u, 'size');
+  const { pieces, info, hit } = await ctx.core.readPieces(url, offset, length, etag, etag === undefined ? undefined : size);
   res.setHeader(Headers.etag, info.etag);
   res.setHeader(Headers.cache, hit);
   const bytes = pieces.reduce((n, p) => n + p.byteLength, 0);
@@ -106,7 +107,7 @@ async function handleRead(ctx: WorkerHttpContext, u: URL, res: ServerResponse): 
 async function handleStat(ctx: WorkerHttpContext, u: URL, res: ServerResponse): Promise<void> {
   const url = requiredParam(u, 'url');
   await ctx.policy.check(url);
-  const { info, fetchedAt } = await ctx.core.stat(url, false, maxAgeParam(u));
+  const { info, fetchedAt } = await ctx.core.stat(url, maxAgeParam(u));
   res.setHeader(Headers.age, String(Math.max(0, Date.now() - fetchedAt)));
   json(res, 200, info);
 }

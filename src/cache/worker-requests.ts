@@ -74,6 +74,12 @@ export function intParam(u: URL, name: string): number {
   return Number(queryValue(u, name, Int));
 }
 
+/** An optional integer query parameter from 0 and up (a `size`). */
+export function optionalIntParam(u: URL, name: string): number | undefined {
+  if (u.searchParams.get(name) === null) return undefined;
+  return Number(queryValue(u, name, NonNegativeInt));
+}
+
 /** A client's `maxAgeMs`: it will not accept metadata older than this (its own TTL). */
 export function maxAgeParam(u: URL): number | undefined {
   if (u.searchParams.get('maxAgeMs') === null) return undefined;

@@ -6,7 +6,7 @@
 import { Agent, request, type Dispatcher } from 'undici';
 import { UnavailableError, throwIfAborted } from '../errors.js';
 import type { WorkerInfo } from './membership.js';
-import { Headers, Paths } from './protocol.js';
+import { Headers, Paths, readQuery } from './protocol.js';
 import { RAW_READ_MIN, rawRead } from './raw-read.js';
 import { WorkerFault, errorFromAnswer } from './worker-errors.js';
 
@@ -21,6 +21,8 @@ export interface WorkerTransportOptions {
 export interface WorkerReadRequest {
   url: string;
   etag: string;
+  /** The version's size, when the client knows it: the worker then trusts the version and asks the store nothing on a hit. */
+  size?: number | undefined;
   offset: number;
   length: number;
   out: Uint8Array;
@@ -48,7 +50,7 @@ export class WorkerTransport {
       throw errorFromAnswer(w, answer.status, answer.body, r.url);
     }
     const { url, etag, out, at } = r;
-    const res = await this.send(w, 'GET', Paths.read, { url, etag, offset: String(r.offset), length: String(r.length) }, signal);
+    const res = await this.send(w, 'GET', Paths.read, readQuery(r), signal);
     if (res.statusCode !== 200) throw await this.#errorFrom(w, res, url);
     const got = res.headers[Headers.etag];
     if (got !== etag) {
