@@ -7,7 +7,7 @@ import { Agent, request, type Dispatcher } from 'undici';
 import { UnavailableError, throwIfAborted } from '../errors.js';
 import type { WorkerInfo } from './membership.js';
 import { Headers, Paths, readQuery } from './protocol.js';
-import { RAW_READ_MIN, rawRead } from './raw-read.js';
+import { RAW_READ_MIN, RawPool } from './raw-read.js';
 import { WorkerFault, errorFromAnswer } from './worker-errors.js';
 
 export interface WorkerTransportOptions {
@@ -31,6 +31,7 @@ export interface WorkerReadRequest {
 
 export class WorkerTransport {
   readonly #agent = new Agent({ connections: 64, keepAliveTimeout: 30_000, pipelining: 1 });
+  readonly #raw = new RawPool();
   readonly #token: string | undefined;
   readonly #timeoutMs: number;
 
@@ -45,7 +46,7 @@ export class WorkerTransport {
    */
   async read(w: WorkerInfo, r: WorkerReadRequest, signal: AbortSignal | undefined): Promise<string> {
     if (r.length >= RAW_READ_MIN && w.url.startsWith('http://')) {
-      const answer = await rawRead({ ...r, worker: w, token: this.#token, timeoutMs: this.#timeoutMs, signal });
+      const answer = await this.#raw.read({ ...r, worker: w, token: this.#token, timeoutMs: this.#timeoutMs, signal });
       if ('cache' in answer) return answer.cache;
       throw errorFromAnswer(w, answer.status, answer.body, r.url);
     }
@@ -146,11 +147,13 @@ export class WorkerTransport {
 
   /** Let the requests in flight finish, then close the connections. */
   close(): Promise<void> {
+    this.#raw.close();
     return this.#agent.close();
   }
 
   /** Close every connection now; requests in flight fail with `err`. */
   destroy(err: Error): Promise<void> {
+    this.#raw.close();
     return this.#agent.destroy(err);
   }
 
