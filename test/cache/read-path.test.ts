@@ -6,8 +6,10 @@
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { randomBytes } from 'node:crypto';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CacheClient } from '../../src/cache/client.js';
+import { MemoryUfs } from '../../src/ufs/memory.js';
 import { S3Ufs } from '../../src/ufs/s3.js';
 import { startS3rver, type S3rverHandle } from '../support/s3rver.js';
 import { waitFor } from '../support/wait.js';
@@ -209,6 +211,45 @@ describe('read path over s3rver and worker processes', () => {
     } finally {
       unsubscribe('net.client.socket', onSocket);
       await client.close();
+    }
+  });
+});
+
+describe('raw keep-alive sockets to a worker', () => {
+  it('sends a read again on a fresh socket when the worker closed the reused one without answering', async () => {
+    const store = new MemoryUfs();
+    const u = 's3://bucket/raw/stale.bin';
+    const bytes = randomBytes(2 * MiB);
+    const { etag, size } = await store.write(u, bytes);
+    let accepted = 0;
+    // A worker that answers the first request on each connection, then closes it on the next without a byte.
+    const server = createNetServer((sock) => {
+      accepted++;
+      let served = 0;
+      let pending = '';
+      sock.on('data', (d: Buffer) => {
+        pending += d.toString('latin1');
+        if (!pending.includes('\r\n\r\n')) return;
+        pending = '';
+        if (served++ > 0) {
+          sock.destroy();
+          return;
+        }
+        sock.write(`HTTP/1.1 200 OK\r\ncontent-length: ${bytes.byteLength}\r\nx-granary-etag: ${etag}\r\nx-granary-cache: hit\r\n\r\n`);
+        sock.write(bytes);
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const client = new CacheClient({ workers: [`http://127.0.0.1:${(server.address() as AddressInfo).port}`], ufs: store, concurrency: 1 });
+    try {
+      for (let i = 0; i < 3; i++) expect(Buffer.from(await client.read(u, 0, size, { etag })).equals(bytes)).toBe(true);
+      // The first read opened a socket; each later one found it closed and opened exactly one more.
+      expect(accepted).toBe(3);
+      expect(client.stats().fallbacks).toBe(0);
+      expect(client.stats().ufsRequests).toBe(0);
+    } finally {
+      await client.close();
+      await new Promise<void>((r) => server.close(() => r()));
     }
   });
 });
