@@ -33,6 +33,22 @@ export interface WorkerHttpContext {
   metricsText(): Promise<string>;
 }
 
+/** Labelled metric children, looked up once per endpoint (and status): a label lookup per request costs more than the count. */
+interface MetricChildren {
+  latency: Map<string, { observe(v: number): void }>;
+  requests: Map<string, { inc(): void }>;
+}
+const childrenOf = new WeakMap<WorkerMetrics, MetricChildren>();
+
+function children(metrics: WorkerMetrics): MetricChildren {
+  let c = childrenOf.get(metrics);
+  if (!c) {
+    c = { latency: new Map(), requests: new Map() };
+    childrenOf.set(metrics, c);
+  }
+  return c;
+}
+
 /** The request handler of a worker's HTTP server. */
 export function workerHandler(ctx: WorkerHttpContext): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => void handle(ctx, req, res);
@@ -76,8 +92,12 @@ async function handle(ctx: WorkerHttpContext, req: IncomingMessage, res: ServerR
     // A drain waits for keep-alive connections: let this one go once its answer is out.
     if (ctx.closing()) res.once('finish', () => ctx.releaseIdle());
     const secs = Number(process.hrtime.bigint() - started) / 1e9;
-    ctx.metrics.latency.observe({ endpoint }, secs);
-    ctx.metrics.requests.inc({ endpoint, status: String(res.statusCode) });
+    const m = children(ctx.metrics);
+    const latency = m.latency.get(endpoint) ?? m.latency.set(endpoint, ctx.metrics.latency.labels(endpoint)).get(endpoint);
+    latency?.observe(secs);
+    const key = `${endpoint} ${res.statusCode}`;
+    const count = m.requests.get(key) ?? m.requests.set(key, ctx.metrics.requests.labels(endpoint, String(res.statusCode))).get(key);
+    count?.inc();
   }
 }
 
