@@ -129,9 +129,9 @@ try {
   );
   await writer.close();
   const total = OBJECTS * SIZE;
-  const row = (name: string, secs: number, cpu: number, wcpu: number, reqs: Record<string, number>, conns: number): void => {
+  const row = (name: string, secs: number, cpu: number, wcpu: number, reqs: Record<string, number>, conns: number, fallbacks = 0): void => {
     rows.push(
-      `| ${name} | ${secs.toFixed(2)} | ${(OBJECTS / secs).toFixed(0)} | ${(total / MiB / secs).toFixed(0)} | ${cpu.toFixed(2)} | ${((cpu * MiB * 1024) / total).toFixed(2)} | ${wcpu.toFixed(2)} | ${reqs.get ?? 0} / ${reqs.stat ?? 0} / ${reqs.list ?? 0} | ${conns} |`,
+      `| ${name} | ${secs.toFixed(2)} | ${(OBJECTS / secs).toFixed(0)} | ${(total / MiB / secs).toFixed(0)} | ${cpu.toFixed(2)} | ${((cpu * MiB * 1024) / total).toFixed(2)} | ${wcpu.toFixed(2)} | ${reqs.get ?? 0} / ${reqs.stat ?? 0} / ${reqs.list ?? 0} | ${conns} | ${fallbacks} |`,
     );
   };
 
@@ -150,6 +150,7 @@ try {
     if (p === 2) await sleep(TTL + 100);
     const r0 = await storeRequests(ws);
     const u0 = client.stats().ufs;
+    const f0 = client.stats().fallbacks;
     const w0 = ws.reduce((a, w) => a + procCpu(w.pid), 0);
     c0 = selfCpu();
     k0 = connects;
@@ -160,12 +161,12 @@ try {
     const r1 = await storeRequests(ws);
     const u1 = client.stats().ufs;
     const reqs = { get: (r1.get ?? 0) - (r0.get ?? 0) + u1.get - u0.get, stat: (r1.stat ?? 0) - (r0.stat ?? 0) + u1.stat - u0.stat, list: (r1.list ?? 0) - (r0.list ?? 0) + u1.list - u0.list };
-    row(names[p] as string, t, cpu, wcpu, reqs, k);
+    row(names[p] as string, t, cpu, wcpu, reqs, k, client.stats().fallbacks - f0);
   }
   await client.close();
   console.log(`\n${OBJECTS} x ${SIZE / 1024} KiB, ${READERS} readers, ${WHOLE ? 'read(url)' : 'stat + read(url, 0, size)'}, metadata TTL ${TTL} ms, profile ${args.profile}\n`);
-  console.log('| pass | s | objects/s | MiB/s | reader CPU-s | reader CPU-s/GiB | workers CPU-s | store GET / HEAD / LIST | new connections from the reader |');
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| pass | s | objects/s | MiB/s | reader CPU-s | reader CPU-s/GiB | workers CPU-s | store GET / HEAD / LIST | new connections from the reader | fallbacks |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const r of rows) console.log(r);
 } finally {
   await Promise.all(ws.map((w) => w.stop()));
