@@ -18,8 +18,8 @@ export const RAW_READ_MIN = 1024 * 1024;
 /** An error answer larger than this is not an error body: the worker is at fault. */
 const MAX_ERROR_BODY = 1024 * 1024;
 
-/** Idle sockets kept per worker. */
-const MAX_IDLE = 16;
+/** Idle sockets kept per worker: as many as a client's default concurrency can have in flight to one worker, so a warm pass opens none. */
+const MAX_IDLE = 64;
 
 /** A `WorkerReadRequest` (bytes go to `out[at, at + length)`) sent over a raw socket. */
 export interface RawReadRequest extends WorkerReadRequest {
