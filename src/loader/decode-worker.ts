@@ -2,6 +2,7 @@ import { move, transferableSymbol, valueSymbol } from 'piscina';
 import type { UnderFileSystem } from '../ufs/types.js';
 import { membershipKnown, ufsFromSpec } from './portable-fs.js';
 import { diffReadStats, readStatsOf } from './read-stats.js';
+import { allSettledOrThrow } from './signals.js';
 import { decodeParquet, type FetchedDecode, type ParquetDecodeTask, type Piece } from './decode-parquet.js';
 
 /**
@@ -62,7 +63,7 @@ async function fetchPieces(
   const before = readStatsOf(fs);
   const t = performance.now();
   try {
-    const pieces = await Promise.all(f.ranges.map(async (r): Promise<Piece> => ({ offset: r.offset, bytes: await fs.read(r.url, r.offset, r.length, { etag: r.etag }) })));
+    const pieces = await allSettledOrThrow(f.ranges.map(async (r): Promise<Piece> => ({ offset: r.offset, bytes: await fs.read(r.url, r.offset, r.length, { etag: r.etag }) })));
     // The caller's decode deadline starts now.
     new Float64Array(f.done)[0] = Date.now();
     return { pieces, bytes: pieces.reduce((a, p) => a + p.bytes.byteLength, 0), fetchMs: performance.now() - t, stats: diffReadStats(readStatsOf(fs), before) };

@@ -159,6 +159,7 @@ async function runStream(task: StreamTask): Promise<void> {
   });
   const cancelled = (): boolean => Atomics.load(ctl, CTL.CANCEL) !== 0 || ac.signal.aborted;
   let st: DatasetState | undefined;
+  let stream: PipelineStream | undefined;
   try {
     st = open(task.dataset, task.init);
     st.streams++;
@@ -168,19 +169,19 @@ async function runStream(task: StreamTask): Promise<void> {
     // epoch's stream ran out of partitions to fetch (see `speculate`).
     const spec = st.speculative;
     st.speculative = undefined;
-    let stream: PipelineStream;
     if (spec && spec.key === streamKey(task)) {
       clearTimeout(spec.timer);
       ac.signal.addEventListener('abort', () => spec.ac.abort(ac.signal.reason), { once: true });
       stream = spec.stream;
     } else {
-      if (spec) dropSpeculative(spec);
+      if (spec) void dropSpeculative(spec);
       stream = newStream(st, task, ac.signal);
     }
+    const running = stream;
     total = stream.numBatches;
     let packMs = 0;
     const report = (): void => {
-      const s = stream.stats();
+      const s = running.stats();
       stats[STAT.PARTITIONS] = s.partitionsFetched;
       stats[STAT.BYTES] = s.bytesFetched;
       stats[STAT.FETCH_MS] = s.fetchMs;
@@ -284,7 +285,11 @@ async function runStream(task: StreamTask): Promise<void> {
     }
   } catch (err) {
     if (!cancelled()) post(port, { error: serializeError(err) });
+    stream?.cancel(err);
   } finally {
+    // A stream stopped early (cancelled, failed) may still have reads in flight: this task
+    // ends, and the dataset's close with it, only once they have let go of their files.
+    await stream?.settled();
     if (st) st.streams--;
     port.off('message', onMessage);
     port.close();
@@ -353,7 +358,7 @@ function speculate(st: DatasetState, task: StreamTask, window = true): void {
     ac,
     timer: setTimeout(() => {
       if (st.speculative === spec) st.speculative = undefined;
-      dropSpeculative(spec);
+      void dropSpeculative(spec);
     }, SPECULATIVE_TTL_MS),
   };
   spec.timer.unref();
@@ -361,10 +366,12 @@ function speculate(st: DatasetState, task: StreamTask, window = true): void {
   stream.prime(window);
 }
 
-function dropSpeculative(spec: Speculative): void {
+/** Stops a primed epoch; resolves once its reads in flight have settled. */
+function dropSpeculative(spec: Speculative): Promise<void> {
   clearTimeout(spec.timer);
   spec.ac.abort(new DOMException('The primed next epoch was not asked for', 'AbortError'));
   spec.stream.cancel();
+  return spec.stream.settled();
 }
 
 function post(port: MessagePort, m: StreamMessage): void {
@@ -385,8 +392,9 @@ async function closeDataset(id: string): Promise<void> {
   const st = datasets.get(id);
   if (!st) return;
   datasets.delete(id);
-  if (st.speculative) dropSpeculative(st.speculative);
+  const dropped = st.speculative ? dropSpeculative(st.speculative) : undefined;
   st.speculative = undefined;
+  await dropped;
   await Promise.allSettled([st.pool?.close(), st.fs.close()]);
 }
 

@@ -10,6 +10,7 @@ import { addReadStats, type DatasetReadStats } from './read-stats.js';
 import { rowGroupFooter, type ParquetFileMeta } from './parquet-footer.js';
 import type { HintRange } from './hints.js';
 import { ownDecoded, type PartitionSource } from './stream.js';
+import { allSettledOrThrow } from './signals.js';
 import { CompactReader, CompactWriter } from './thrift.js';
 import { schemaFromIpc, schemaToIpc } from './wire.js';
 
@@ -116,7 +117,7 @@ export class ParquetSource implements PartitionSource {
       });
       return { decodedInThread: done } satisfies RemoteFetched;
     }
-    return Promise.all(
+    return allSettledOrThrow(
       this.ranges(p).map(async (r): Promise<Piece> => ({ offset: r.offset, bytes: await this.fs.read(r.url, r.offset, r.length, { etag: r.etag, signal }) })),
     );
   }
@@ -270,7 +271,7 @@ export class FilesSource implements PartitionSource {
   async fetch(p: number, signal: AbortSignal): Promise<unknown> {
     const g = this.groups[p] as (typeof this.groups)[number];
     if (!this.#withBytes) return [];
-    return Promise.all(g.files.map((f) => this.fs.read(f.url, 0, f.size, { etag: f.etag, signal })));
+    return allSettledOrThrow(g.files.map((f) => this.fs.read(f.url, 0, f.size, { etag: f.etag, signal })));
   }
 
   async decode(p: number, fetched: unknown): Promise<RecordBatch[]> {

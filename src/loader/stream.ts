@@ -7,6 +7,7 @@ import type { EpochPlanInput, RankPlan } from '../shuffle/types.js';
 import { emptyBatch, gatherBatch } from './gather.js';
 import type { HintRange, StreamHints } from './hints.js';
 import { abortable } from '../util/retry.js';
+import { queuedTask } from './signals.js';
 
 /** What the pipeline needs from a dataset format: fetch a partition's bytes, decode them. */
 export interface PartitionSource {
@@ -323,6 +324,14 @@ export class PipelineStream implements BatchStream {
     this.#ac.abort(reason);
   }
 
+  /**
+   * Resolves once every fetch and decode started so far has settled (after `cancel()`,
+   * they were told to stop): then none of its reads holds a file or a connection.
+   */
+  settled(): Promise<void> {
+    return this.#settled();
+  }
+
   /** Resolves once every fetch and decode started so far has settled (they were told to stop). */
   async #settled(): Promise<void> {
     while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
@@ -362,7 +371,7 @@ export class PipelineStream implements BatchStream {
     const fetchedP = new Promise<void>((resolve) => (fetchSettled = resolve));
     const done = (async () => {
       const t0 = performance.now();
-      const fetched = await this.#queue.add(() => this.#src.fetch(p, signal), { signal }).finally(() => {
+      const fetched = await queuedTask(this.#queue, () => this.#src.fetch(p, signal), signal).finally(() => {
         fetchSettled();
         this.#cfg.hints?.fetched(p);
       });

@@ -78,6 +78,8 @@ export class LocalUfs implements StoreAdapter {
   readonly #counter = new RequestCounter();
   #rootReal: string | undefined;
   #closed = false;
+  /** Settles when a read or write in flight has closed its descriptor: `close()` waits for them. */
+  readonly #holding = new Set<Promise<void>>();
 
   constructor(options: LocalUfsOptions = {}) {
     if (options === null || typeof options !== 'object') {
@@ -135,6 +137,7 @@ export class LocalUfs implements StoreAdapter {
     const range = readRange(url, offset, length);
     if (options.size !== undefined) checkRange(url, 0, options.size);
     this.#counter.count('get');
+    const released = this.#hold();
     let fh: FileHandle | undefined;
     try {
       const real = await this.#realInside(p, url);
@@ -162,6 +165,8 @@ export class LocalUfs implements StoreAdapter {
       let done = 0;
       while (done < length) {
         throwIfAborted(options.signal);
+        // A read still going when the adapter is closed stops at the next piece.
+        if (this.#closed) throw new ClosedError(`LocalUfs was closed while reading ${url}`, { url });
         const want = Math.min(READ_PIECE, length - done);
         const { bytesRead } = await fh.read(out, done, want, offset + done);
         if (bytesRead === 0) {
@@ -178,6 +183,7 @@ export class LocalUfs implements StoreAdapter {
       throw this.#mapError(err, url, 'read', options);
     } finally {
       await fh?.close().catch(() => {});
+      released();
     }
   }
 
@@ -287,6 +293,7 @@ export class LocalUfs implements StoreAdapter {
       throw new InvalidArgumentError(`Expected data for ${url} to be a Uint8Array or an AsyncIterable<Uint8Array>, got ${typeof data}`, { url });
     }
     this.#counter.count('put');
+    const released = this.#hold();
     const dir = dirname(p);
     const tmp = join(dir, `.${basename(p)}.granary-tmp-${randomBytes(6).toString('hex')}`);
     let fh: FileHandle | undefined;
@@ -332,6 +339,7 @@ export class LocalUfs implements StoreAdapter {
     } finally {
       await fh?.close().catch(() => {});
       if (created) await unlink(tmp).catch(() => {});
+      released();
     }
   }
 
@@ -360,8 +368,25 @@ export class LocalUfs implements StoreAdapter {
     }
   }
 
+  /**
+   * Later calls reject with `GRANARY_ERR_CLOSED`; resolves once the reads and writes in
+   * flight have closed their file descriptors (a read stops at its next piece), so that
+   * nothing here keeps a file, or a mount under the root, busy.
+   */
   async close(): Promise<void> {
     this.#closed = true;
+    while (this.#holding.size > 0) await Promise.all([...this.#holding]);
+  }
+
+  /** Registers an operation that may hold a descriptor; call the result once it has closed it. */
+  #hold(): () => void {
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    this.#holding.add(held);
+    return () => {
+      this.#holding.delete(held);
+      release();
+    };
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
