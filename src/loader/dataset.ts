@@ -15,7 +15,7 @@ import { ufsSpecOf } from './portable-fs.js';
 import { addReadStats, sourceReadStats, type DatasetReadStats } from './read-stats.js';
 import { PipelineStream, type BatchStream, type LoaderState, type PartitionSource } from './stream.js';
 import { LoaderThread } from './thread-stream.js';
-import { allSettledOrThrow, linkedController, queuedTask } from './signals.js';
+import { linkedController } from './signals.js';
 import { checkInt, optionalInt } from '../util/validate.js';
 
 export interface DatasetOptions {
@@ -183,7 +183,7 @@ async function resolveFiles(fs: UnderFileSystem, source: string | readonly strin
     return { files, prefix: source };
   }
   const q = new PQueue({ concurrency: 8 });
-  const files = await allSettledOrThrow(source.map((u) => queuedTask(q, () => fs.stat(u, { signal }), signal)));
+  const files = await Promise.all(source.map((u) => q.add(() => fs.stat(u, { signal }), { signal })));
   return { files, prefix: undefined };
 }
 
@@ -236,15 +236,14 @@ export class Dataset {
     const { fs, columns } = options;
     const { files } = await resolveFiles(fs, source, signal);
     const q = new PQueue({ concurrency: 8 });
-    const metas = await allSettledOrThrow(
+    const metas = await Promise.all(
       files.map((info) =>
-        queuedTask(
-          q,
+        q.add(
           async () => {
             const { meta, metaLength } = await readParquetFooter(fs, info, signal);
             return describeParquet(info, meta, metaLength, columns);
           },
-          signal,
+          { signal },
         ),
       ),
     );
@@ -298,7 +297,7 @@ export class Dataset {
     const { fs, columns } = options;
     const { files } = await resolveFiles(fs, source, signal);
     const q = new PQueue({ concurrency: 8 });
-    const metas = await allSettledOrThrow(files.map((f) => queuedTask(q, () => readArrowFile(fs, f, signal), signal)));
+    const metas = await Promise.all(files.map((f) => q.add(() => readArrowFile(fs, f, signal), { signal })));
     const first = metas[0];
     for (const m of metas) checkColumns(m.url, m.schema.fields.map((f) => f.name), columns);
     if (first) {
