@@ -40,11 +40,14 @@ async function fdsInto(dir: string): Promise<string[]> {
 }
 
 describe.skipIf(process.platform !== 'linux')('file descriptors after close (LocalUfs)', () => {
-  it('Dataset.files: breaking out of an epoch early, then closing the dataset and the fs, leaves no file open', async () => {
+  it.each([
+    ['in a loader thread', true],
+    ['on this thread', false],
+  ])('Dataset.files %s: breaking out of an epoch early, then closing the dataset and the fs, leaves no file open', async (_where, loaderThread) => {
     const dir = await tempDir(256, 64 * 1024);
     for (let round = 0; round < 4; round++) {
       const fs = new LocalUfs({ root: dir });
-      const ds = await Dataset.files(LocalUfs.urlOf(`${dir}/`), { fs, filesPerPartition: 4 });
+      const ds = await Dataset.files(LocalUfs.urlOf(`${dir}/`), { fs, filesPerPartition: 4, loaderThread });
       let seen = 0;
       for await (const b of ds.batches({ batchSize: 4, shuffle: true, seed: round, prefetch: 32 })) {
         seen += b.numRows;
