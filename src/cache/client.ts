@@ -3,7 +3,7 @@ import PQueue from 'p-queue';
 import { ClosedError, ErrorCodes, isGranaryError, throwIfAborted } from '../errors.js';
 import { createUfs } from '../ufs/router.js';
 import type { FileInfo, OpOptions, ReadOptions, UnderFileSystem, WriteData } from '../ufs/types.js';
-import { checkRange, schemeOf } from '../ufs/url.js';
+import { readRange, schemeOf } from '../ufs/url.js';
 import { splitRange, type Part } from './blocks.js';
 import { CallScope, type CallInfo } from './call-scope.js';
 import { invalidateOnWorkers, loadIntoWorkers, sendHints, type AdminTarget, type HintResult, type LoadOptions, type LoadResult } from './client-admin.js';
@@ -180,11 +180,17 @@ export class CacheClient implements UnderFileSystem {
     }
   }
 
-  read(url: string, offset: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
-    return this.#calls.run({ what: 'read', url }, options.signal, (signal) => {
+  /**
+   * Bytes of one object through the cache: `length` bytes from `offset`, or with both
+   * omitted the whole object (its current version, or the one `options.etag` names).
+   */
+  read(url: string, offset?: number, length?: number, options: ReadOptions = {}): Promise<Uint8Array> {
+    return this.#calls.run({ what: 'read', url }, options.signal, async (signal) => {
       schemeOf(url);
-      checkRange(url, offset, length);
-      return this.#readCurrent(url, offset, length, options.etag, signal);
+      const range = readRange(url, offset, length);
+      if (range !== undefined) return this.#readCurrent(url, range.offset, range.length, options.etag, signal);
+      const info = await this.#metadata.stat(url, signal);
+      return this.#readCurrent(url, 0, info.size, options.etag ?? info.etag, signal);
     });
   }
 
@@ -311,7 +317,10 @@ export class CacheClient implements UnderFileSystem {
     return {
       stat: (url, o) => this.#metadata.stat(url, o?.signal),
       list: (prefixUrl, o) => store.inner.list(prefixUrl, o),
-      read: async (url, offset, length, o = {}) => this.#readRouted(url, offset, length, o.etag ?? (await this.#metadata.stat(url, o.signal)).etag, o.signal),
+      read: async (url, offset, length, o = {}) => {
+        const info = o.etag === undefined || offset === undefined || length === undefined ? await this.#metadata.stat(url, o.signal) : undefined;
+        return this.#readRouted(url, offset ?? 0, length ?? info?.size ?? 0, o.etag ?? info?.etag ?? '', o.signal);
+      },
       write: (url, data, o) => store.write(url, data, o?.signal),
       delete: (url, o) => store.delete(url, o?.signal),
       close: async () => undefined,

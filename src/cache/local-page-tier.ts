@@ -6,7 +6,7 @@
  */
 import { ClosedError, throwIfAborted } from '../errors.js';
 import type { FileInfo, OpOptions, ReadOptions, UnderFileSystem, WriteData } from '../ufs/types.js';
-import { checkRange } from '../ufs/url.js';
+import { readRange } from '../ufs/url.js';
 import { pageKey, pagesForRange } from './page-key.js';
 import { PageStore } from './page-store.js';
 
@@ -52,9 +52,14 @@ export class LocalPageTier implements UnderFileSystem {
     yield* this.#inner.list(prefixUrl, options);
   }
 
-  async read(url: string, offset: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
+  async read(url: string, offset?: number, length?: number, options: ReadOptions = {}): Promise<Uint8Array> {
     this.#checkOpen(url);
-    checkRange(url, offset, length);
+    const range = readRange(url, offset, length);
+    if (range === undefined) {
+      const info = await this.#inner.stat(url, options);
+      return this.read(url, 0, info.size, { ...options, etag: options.etag ?? info.etag });
+    }
+    ({ offset, length } = range);
     const { signal } = options;
     throwIfAborted(signal);
     if (length === 0) return this.#inner.read(url, offset, length, options);

@@ -21,7 +21,7 @@ import { retry } from '../util/retry.js';
 import { checkInt, optionalInt } from '../util/validate.js';
 import { RequestCounter } from './counters.js';
 import { compareBytes } from './memory.js';
-import { checkRange, schemeOf } from './url.js';
+import { readRange, schemeOf } from './url.js';
 import type { FileInfo, OpOptions, ReadOptions, RequestCounts, StoreAdapter, WriteData } from './types.js';
 import { toPortable, type PortableSpec } from './portable.js';
 
@@ -285,9 +285,14 @@ export class HttpUfs implements StoreAdapter {
     });
   }
 
-  async read(url: string, offset: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
+  async read(url: string, offset?: number, length?: number, options: ReadOptions = {}): Promise<Uint8Array> {
     const u = this.#parse(url, options);
-    checkRange(url, offset, length);
+    const range = readRange(url, offset, length);
+    if (range === undefined) {
+      const info = await this.#stat(u, url, options.signal);
+      return this.read(url, 0, info.size, { ...options, etag: options.etag ?? info.etag });
+    }
+    ({ offset, length } = range);
     const expected = options.etag;
     if (length === 0) {
       // No byte range can ask for nothing; the object's size (and version) come from a HEAD.

@@ -22,7 +22,7 @@ import {
 import { checkString, show } from '../util/validate.js';
 import { RequestCounter } from './counters.js';
 import { compareBytes } from './memory.js';
-import { checkRange, schemeOf } from './url.js';
+import { readRange, schemeOf } from './url.js';
 import type { FileInfo, OpOptions, ReadOptions, RequestCounts, StoreAdapter, WriteData } from './types.js';
 import { toPortable, type PortableSpec } from './portable.js';
 
@@ -130,9 +130,9 @@ export class LocalUfs implements StoreAdapter {
     }
   }
 
-  async read(url: string, offset: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
+  async read(url: string, offset?: number, length?: number, options: ReadOptions = {}): Promise<Uint8Array> {
     const p = this.#pathOf(url, options);
-    checkRange(url, offset, length);
+    const range = readRange(url, offset, length);
     this.#counter.count('get');
     let fh: FileHandle | undefined;
     try {
@@ -147,6 +147,8 @@ export class LocalUfs implements StoreAdapter {
         throw new VersionChangedError(`File ${url} changed: expected version ${options.etag}, found ${etag} (size ${st.size})`, { url });
       }
       const size = Number(st.size);
+      // The whole file: its size as this descriptor sees it.
+      const { offset, length } = range ?? { offset: 0, length: size };
       if (offset + length > size) {
         throw new RangeNotSatisfiableError(`Range ${offset}+${length} (to ${offset + length}) is past the end of ${url} (size ${size})`, {
           url,

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { ClosedError, NotFoundError, RangeNotSatisfiableError, VersionChangedError, throwIfAborted } from '../errors.js';
 import { RequestCounter } from './counters.js';
-import { checkRange, schemeOf } from './url.js';
+import { readRange, schemeOf } from './url.js';
 import type { FileInfo, OpOptions, ReadOptions, RequestCounts, StoreAdapter, WriteData } from './types.js';
 
 interface Entry {
@@ -45,14 +45,19 @@ export class MemoryUfs implements StoreAdapter {
     }
   }
 
-  async read(url: string, offset: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
+  async read(url: string, offset?: number, length?: number, options: ReadOptions = {}): Promise<Uint8Array> {
     this.#check(url, options);
-    checkRange(url, offset, length);
+    const range = readRange(url, offset, length);
     this.#counter.count('get');
     const e = this.#get(url);
     if (options.etag !== undefined && options.etag !== e.info.etag) {
       throw new VersionChangedError(`Object ${url} changed: expected version ${options.etag}, store has ${e.info.etag}`, { url });
     }
+    if (range === undefined) {
+      this.#counter.read(e.info.size);
+      return e.bytes.slice(0);
+    }
+    ({ offset, length } = range);
     if (offset + length > e.info.size) {
       throw new RangeNotSatisfiableError(`Range ${offset}+${length} is past the end of ${url} (size ${e.info.size})`, { url });
     }

@@ -107,7 +107,7 @@ export class UfsRouter implements UnderFileSystem {
     yield* this.adapterFor(prefixUrl).list(prefixUrl, options);
   }
 
-  async read(url: string, offset: number, length: number, options?: ReadOptions): Promise<Uint8Array> {
+  async read(url: string, offset?: number, length?: number, options?: ReadOptions): Promise<Uint8Array> {
     return this.adapterFor(url).read(url, offset, length, options);
   }
 

@@ -23,7 +23,7 @@ import {
 import { retry } from '../util/retry.js';
 import { optionalInt } from '../util/validate.js';
 import { RequestCounter } from './counters.js';
-import { checkRange, formatS3Url, parseS3Url, schemeOf, type S3Location } from './url.js';
+import { checkRange, readRange, formatS3Url, parseS3Url, schemeOf, type S3Location } from './url.js';
 import type { FileInfo, OpOptions, ReadOptions, RequestCounts, StoreAdapter, WriteData } from './types.js';
 import { toPortable, type PortableSpec } from './portable.js';
 
@@ -354,7 +354,13 @@ export class S3Ufs implements StoreAdapter {
     } while (token !== undefined);
   }
 
-  async read(url: string, offset: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
+  async read(url: string, offset?: number, length?: number, options: ReadOptions = {}): Promise<Uint8Array> {
+    const range = readRange(url, offset, length);
+    if (range === undefined) {
+      const info = await this.stat(url, options);
+      return this.read(url, 0, info.size, { ...options, etag: options.etag ?? info.etag });
+    }
+    ({ offset, length } = range);
     const loc = this.#open(url);
     checkRange(url, offset, length);
     throwIfAborted(options.signal);

@@ -47,8 +47,16 @@ export interface UnderFileSystem {
   /**
    * Exactly `length` bytes from `offset`. A range that is not wholly inside the object
    * fails with `GRANARY_ERR_RANGE`; `length` 0 at `offset <= size` returns an empty array.
+   *
+   * With `offset` and `length` both omitted, the whole object: its current version, or
+   * the one `options.etag` names (any other is `GRANARY_ERR_VERSION_CHANGED`). Giving
+   * one of the two without the other is `GRANARY_ERR_INVALID_ARGUMENT`.
+   *
+   * @example
+   * const bytes = await fs.read('s3://bucket/train/0001.jpg');
+   * const head = await fs.read('s3://bucket/train/0001.parquet', 0, 4);
    */
-  read(url: string, offset: number, length: number, options?: ReadOptions): Promise<Uint8Array>;
+  read(url: string, offset?: number, length?: number, options?: ReadOptions): Promise<Uint8Array>;
   /** Create or replace an object; resolves with the new version's metadata. */
   write(url: string, data: WriteData, options?: OpOptions): Promise<FileInfo>;
   /** Remove an object. Removing a missing object is not an error. */

@@ -62,3 +62,18 @@ export function checkRange(url: string, offset: number, length: number): void {
     });
   }
 }
+
+/**
+ * The range a `read(url, offset?, length?)` names: `undefined` for the whole object
+ * (both omitted), else the checked range. One without the other is an invalid argument.
+ */
+export function readRange(url: string, offset: number | undefined, length: number | undefined): { offset: number; length: number } | undefined {
+  if (offset === undefined && length === undefined) return undefined;
+  if (offset === undefined || length === undefined) {
+    throw new InvalidArgumentError(`Expected both \`offset\` and \`length\` (a range) or neither (the whole object), got offset \`${String(offset)}\` and length \`${String(length)}\` reading ${url}`, {
+      url,
+    });
+  }
+  checkRange(url, offset, length);
+  return { offset, length };
+}

@@ -26,6 +26,7 @@ function fileUfs(): UnderFileSystem {
       yield* [];
     },
     read: async (url, offset, length) => {
+      if (offset === undefined || length === undefined) throw new Error(`corpus store reads ranges only (${url})`);
       const fh = await open(fileURLToPath(url), 'r');
       try {
         const buf = new Uint8Array(length);

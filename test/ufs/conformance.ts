@@ -203,6 +203,23 @@ export function describeConformance(
       expect(Buffer.from(await b.ufs.read(url('ver/obj.bin'), 0, 7, { etag: v2.etag })).toString()).toBe('VERSION');
     });
 
+    it('reads a whole object when offset and length are omitted, pinned to a version when one is given', async (ctx) => {
+      if (skip) return ctx.skip();
+      const whole = await b.ufs.read(url('data/big.bin'));
+      expect(Buffer.from(whole).equals(big)).toBe(true);
+      expect((await b.ufs.read(url('data/empty.bin'))).byteLength).toBe(0);
+      await put('whole/obj.bin', Buffer.from('first version of the object'));
+      const v1 = await b.ufs.stat(url('whole/obj.bin'));
+      expect(Buffer.from(await b.ufs.read(url('whole/obj.bin'), undefined, undefined, { etag: v1.etag })).toString()).toBe('first version of the object');
+      const next = Buffer.from('SECOND VERSION, a longer body than the first');
+      await (b.overwrite ? b.overwrite('whole/obj.bin', next) : put('whole/obj.bin', next));
+      expect(Buffer.from(await b.ufs.read(url('whole/obj.bin'))).toString()).toBe(next.toString());
+      expect(await codeOf(b.ufs.read(url('whole/obj.bin'), undefined, undefined, { etag: v1.etag }))).toBe('GRANARY_ERR_VERSION_CHANGED');
+      expect(await codeOf(b.ufs.read(url('whole/obj.bin'), 0))).toBe('GRANARY_ERR_INVALID_ARGUMENT');
+      expect(await codeOf(b.ufs.read(url('whole/obj.bin'), undefined, 4))).toBe('GRANARY_ERR_INVALID_ARGUMENT');
+      expect(await codeOf(b.ufs.read(url('whole/missing.bin')))).toBe('GRANARY_ERR_NOT_FOUND');
+    });
+
     it('aborts a read through its signal', async (ctx) => {
       if (skip) return ctx.skip();
       const ac = new AbortController();
