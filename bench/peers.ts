@@ -59,6 +59,9 @@ const WORKLOADS = workloads(QUICK).filter((w) => ONLY.has(w.id));
 const PASS_TIMEOUT_MS = QUICK ? 120_000 : 600_000;
 const NAME = QUICK ? 'peers-quick' : 'peers';
 
+// Every child (readers, workers) inherits it: the SDK's Node-version notice is noise here.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
+
 const log = (line: string): void => void process.stderr.write(`[peers ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 const cleanups = new Cleanups();
 

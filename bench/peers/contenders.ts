@@ -5,7 +5,7 @@
  * all again (by PID and mount path).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -94,6 +94,17 @@ async function startFuseDaemon(ctx: BenchContext, name: string, bin: string, arg
   return { pid: child.pid ?? 0, stop };
 }
 
+/** Why FUSE mounts cannot be made here, or undefined when they can. */
+function fuseUnavailable(): string | undefined {
+  if (!existsSync('/dev/fuse')) return 'no /dev/fuse';
+  try {
+    accessSync('/dev/fuse', constants.R_OK | constants.W_OK);
+  } catch {
+    return 'no access to /dev/fuse (run as root, or with the device shared)';
+  }
+  return undefined;
+}
+
 async function tempDir(ctx: BenchContext, name: string): Promise<{ dir: string; remove: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), `granary-peers-${name}-`));
   return { dir, remove: ctx.cleanups.dir(dir) };
@@ -144,8 +155,7 @@ const granaryFuse: Contender = {
     if (!existsSync(join(ROOT, 'src', 'fuse'))) return 'granary mount does not exist yet (no src/fuse)';
     const help = await runCommand(process.execPath, [...process.execArgv, CLI, '--help']);
     if (!/^\s+mount\b/m.test(help.out)) return 'granary mount does not exist yet (no `mount` command in `granary --help`)';
-    if (!existsSync('/dev/fuse')) return 'no /dev/fuse';
-    return undefined;
+    return fuseUnavailable();
   },
   async start(ctx, prefix) {
     const w = await startWorkers(ctx);
@@ -176,7 +186,7 @@ const s3fs: Contender = {
   missingStatus: 'skipped',
   async unavailable() {
     if (!which('s3fs')) return 's3fs not installed (apt-get install -y s3fs)';
-    return existsSync('/dev/fuse') ? undefined : 'no /dev/fuse';
+    return fuseUnavailable();
   },
   async start(ctx, prefix) {
     const { dir, remove } = await tempDir(ctx, 's3fs');
@@ -217,7 +227,7 @@ const rclone: Contender = {
   async unavailable() {
     if (!which('rclone')) return 'rclone not installed (apt-get install -y rclone)';
     if (!which('fusermount3') && !which('fusermount')) return 'no fusermount (apt-get install -y fuse3)';
-    return existsSync('/dev/fuse') ? undefined : 'no /dev/fuse';
+    return fuseUnavailable();
   },
   async start(ctx, prefix) {
     const { dir, remove } = await tempDir(ctx, 'rclone');
