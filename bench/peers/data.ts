@@ -24,7 +24,7 @@ export function workloads(quick: boolean): Workload[] {
   return quick
     ? [
         { id: 'w1', title: 'W1 4 x 16 MiB (quick)', objects: 4, objectBytes: 16 * MiB, unit: 'MiB/s' },
-        { id: 'w2', title: 'W2 200 x 100 KiB (quick)', objects: 200, objectBytes: 100 * KiB, unit: 'files/s' },
+        { id: 'w2', title: 'W2 120 x 100 KiB (quick)', objects: 120, objectBytes: 100 * KiB, unit: 'files/s' },
       ]
     : [
         { id: 'w1', title: 'W1 8 x 64 MiB', objects: 8, objectBytes: 64 * MiB, unit: 'MiB/s' },

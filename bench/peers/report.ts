@@ -50,9 +50,11 @@ export function evaluateTargets(rows: readonly PassRow[], profiles: readonly str
   const out: TargetResult[] = [];
   const check = (profile: string, workload: string, pass: string, target: string, need: { direct?: number; peer?: number }, extra?: (g: PassRow) => [string, boolean]): void => {
     const g = find(rows, profile, workload, 'granary', pass);
+    // A workload or profile this run left out has no target line.
+    if (!rows.some((r) => r.profile === profile && r.workload === workload)) return;
     if (need.direct !== undefined) {
       const r = ratio(g, find(rows, profile, workload, 'direct', pass));
-      out.push({ profile, target: `${target}: >= ${need.direct}x direct`, measured: `${fmt(r, 2)}x`, met: Number.isFinite(r) ? r >= need.direct : null });
+      out.push({ profile, target: `${target}: >= ${need.direct}x direct`, measured: Number.isFinite(r) ? `${fmt(r, 2)}x` : 'n/a (a row is missing)', met: Number.isFinite(r) ? r >= need.direct : null });
     }
     if (need.peer !== undefined) {
       const p = bestPeer(rows, profile, workload, pass);

@@ -7,6 +7,8 @@
  * The kernel here has no `netem`, so this is how `granary demo` and the benches
  * emulate a cloud store (s3rver behind `PROFILES.emulatedCloud`) and how fault tests
  * break the network. (`test/support/fault-proxy.ts` re-exports it for the tests.)
+ * With `countRequests` it also counts the HTTP requests clients send, by kind (GET,
+ * ranged GET, HEAD, LIST, PUT, other): the store requests a bench reports.
  *
  * @example
  * const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: s3.port }, ...PROFILES.emulatedCloud });
