@@ -183,7 +183,8 @@ async function main(): Promise<number> {
   writeFileSync(join(outDir, `${NAME}.md`), md);
   for (const [i, profile] of PROFILE_LIST.entries()) {
     for (const w of WORKLOADS) {
-      const svg = barChart({ title: w.title, unit: w.unit, profile, contenders, rows: rows.filter((r) => r.profile === profile && r.workload === w.id) });
+      const note = `${machine.cpus} x ${machine.cpuModel}, ${startedAt.slice(0, 16).replace('T', ' ')} UTC, load average at start ${load.map((x) => x.toFixed(1)).join(' ')}`;
+      const svg = barChart({ title: w.title, unit: w.unit, profile, contenders, rows: rows.filter((r) => r.profile === profile && r.workload === w.id), note });
       const file = `${NAME}-${w.id}${i === 0 && profile === 'sameRegion' ? '' : `-${profile}`}.svg`;
       writeFileSync(join(outDir, file), svg);
       if (!QUICK) writeFileSync(join(HERE, '..', 'docs', file), svg);

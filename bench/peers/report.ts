@@ -119,7 +119,7 @@ function rssText(r: PassRow): string {
 
 /** The headline table of one profile: rate cold / warm per contender and workload, ratios vs direct and the best peer. */
 export function headlineTable(rows: readonly PassRow[], profile: string, workloads: readonly { id: string; title: string; unit: string }[], contenders: readonly { id: string; label: string }[]): string {
-  const header = ['', ...contenders.map((c) => c.label)];
+  const header = [`profile ${profile}`, ...contenders.map((c) => c.label)];
   const body: string[][] = [];
   for (const w of workloads) {
     const cell = (c: string, pass: string): string => {

@@ -12,13 +12,15 @@ export interface ChartInput {
   profile: string;
   contenders: readonly { id: string; label: string }[];
   rows: readonly PassRow[];
+  /** A line under the title: when and under what load it was measured. */
+  note?: string;
 }
 
 export function barChart(c: ChartInput): string {
   const present = c.contenders.filter((k) => c.rows.some((r) => r.contender === k.id));
   const rate = (id: string, pass: string): number | undefined => c.rows.find((r) => r.contender === id && r.pass === pass)?.rate;
   const max = Math.max(1, ...c.rows.map((r) => r.rate));
-  const [left, top, barH, gap, groupGap, width] = [210, 56, 16, 3, 16, 520];
+  const [left, top, barH, gap, groupGap, width] = [210, c.note ? 74 : 56, 16, 3, 16, 520];
   const groupH = 2 * barH + gap + groupGap;
   const height = top + present.length * groupH + 40;
   const total = left + width + 90;
@@ -28,6 +30,7 @@ export function barChart(c: ChartInput): string {
     `<text x="12" y="22" font-size="15" font-weight="bold">${esc(`${c.title}: ${c.unit}, higher is better`)}</text>`,
     `<text x="12" y="40" fill="#555">${esc(`profile ${c.profile}; 8 concurrent readers, listing first, whole-object reads, seeded shuffle`)}</text>`,
   ];
+  if (c.note) parts.push(`<text x="12" y="58" fill="#555">${esc(c.note)}</text>`);
   present.forEach((k, i) => {
     const y0 = top + i * groupH;
     parts.push(`<text x="${left - 8}" y="${y0 + barH + 2}" text-anchor="end" dominant-baseline="middle"${k.id === 'granary' ? ' font-weight="bold"' : ''}>${esc(k.label)}</text>`);
@@ -36,7 +39,7 @@ export function barChart(c: ChartInput): string {
       const y = y0 + j * (barH + gap);
       const w = v === undefined ? 0 : Math.max(1, (v / max) * width);
       parts.push(`<rect x="${left}" y="${y}" width="${w.toFixed(1)}" height="${barH}" fill="${pass === 'cold' ? '#7aa6d8' : '#1f5fa8'}"/>`);
-      parts.push(`<text x="${left + w + 6}" y="${y + barH / 2}" dominant-baseline="middle" fill="#222">${esc(v === undefined ? `${pass}: n/a` : `${pass} ${v >= 100 ? v.toFixed(0) : v.toFixed(1)}`)}</text>`);
+      parts.push(`<text x="${(left + w + 6).toFixed(1)}" y="${y + barH / 2}" dominant-baseline="middle" fill="#222">${esc(v === undefined ? `${pass}: n/a` : `${pass} ${v >= 100 ? v.toFixed(0) : v.toFixed(1)}`)}</text>`);
     });
   });
   const ly = height - 18;
