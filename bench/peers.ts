@@ -64,6 +64,8 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 
 const log = (line: string): void => void process.stderr.write(`[peers ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 const cleanups = new Cleanups();
+/** Set on SIGINT / SIGTERM: no further contender starts and no results are written. */
+let interrupted = false;
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -119,6 +121,7 @@ async function main(): Promise<number> {
     log(`profile ${profile}: ${JSON.stringify(PROFILES[profile])}`);
     for (const w of WORKLOADS) {
       for (const c of contenders) {
+        if (interrupted) return 130;
         const why = missing.get(c.id);
         const base = { profile, workload: w.id, contender: c.id, label: c.label };
         if (why !== undefined) {
@@ -152,6 +155,7 @@ async function main(): Promise<number> {
       if (loaderNote) log(`loader rows: absent: ${loaderNote}`);
     }
   }
+  if (interrupted) return 130;
   const wallS = (performance.now() - t0) / 1000;
   const targets = [...evaluateTargets(rows, PROFILE_LIST), ...loaderTargets(loaderRowsOut)];
   const machine = machineInfo();
@@ -221,11 +225,10 @@ function renderMarkdown(r: { startedAt: string; wallS: number; machine: ReturnTy
   return `${out.join('\n')}\n`;
 }
 
-let exiting = false;
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => {
-    if (exiting) return;
-    exiting = true;
+    if (interrupted) return;
+    interrupted = true;
     log(`${sig}: stopping every process and unmounting`);
     void cleanups.run(log).finally(() => process.exit(130));
   });
@@ -237,6 +240,6 @@ try {
 } catch (err) {
   log(`failed: ${(err as Error).stack ?? String(err)}`);
 } finally {
-  if (!exiting) await cleanups.run(log);
+  if (!interrupted) await cleanups.run(log);
 }
 process.exit(code);
