@@ -22,7 +22,7 @@ import {
 import { checkString, show } from '../util/validate.js';
 import { RequestCounter } from './counters.js';
 import { compareBytes } from './memory.js';
-import { readRange, schemeOf } from './url.js';
+import { checkRange, readRange, schemeOf } from './url.js';
 import type { FileInfo, OpOptions, ReadOptions, RequestCounts, StoreAdapter, WriteData } from './types.js';
 import { toPortable, type PortableSpec } from './portable.js';
 
@@ -133,6 +133,7 @@ export class LocalUfs implements StoreAdapter {
   async read(url: string, offset?: number, length?: number, options: ReadOptions = {}): Promise<Uint8Array> {
     const p = this.#pathOf(url, options);
     const range = readRange(url, offset, length);
+    if (options.size !== undefined) checkRange(url, 0, options.size);
     this.#counter.count('get');
     let fh: FileHandle | undefined;
     try {
@@ -147,6 +148,9 @@ export class LocalUfs implements StoreAdapter {
         throw new VersionChangedError(`File ${url} changed: expected version ${options.etag}, found ${etag} (size ${st.size})`, { url });
       }
       const size = Number(st.size);
+      if (options.size !== undefined && options.size !== size) {
+        throw new VersionChangedError(`File ${url} changed: expected size ${options.size}, found ${size} bytes`, { url });
+      }
       // The whole file: its size as this descriptor sees it.
       const { offset, length } = range ?? { offset: 0, length: size };
       if (offset + length > size) {

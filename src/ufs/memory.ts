@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { ClosedError, NotFoundError, RangeNotSatisfiableError, VersionChangedError, throwIfAborted } from '../errors.js';
 import { RequestCounter } from './counters.js';
-import { readRange, schemeOf } from './url.js';
+import { checkRange, readRange, schemeOf } from './url.js';
 import type { FileInfo, OpOptions, ReadOptions, RequestCounts, StoreAdapter, WriteData } from './types.js';
 
 interface Entry {
@@ -52,6 +52,10 @@ export class MemoryUfs implements StoreAdapter {
     const e = this.#get(url);
     if (options.etag !== undefined && options.etag !== e.info.etag) {
       throw new VersionChangedError(`Object ${url} changed: expected version ${options.etag}, store has ${e.info.etag}`, { url });
+    }
+    if (options.size !== undefined) {
+      checkRange(url, 0, options.size);
+      if (options.size !== e.info.size) throw new VersionChangedError(`Object ${url} changed: expected size ${options.size}, store has ${e.info.size} bytes`, { url });
     }
     if (range === undefined) {
       this.#counter.read(e.info.size);

@@ -30,6 +30,11 @@ export interface ReadOptions extends OpOptions {
    * `GRANARY_ERR_VERSION_CHANGED` (S3 sends `If-Match`; local files compare size and mtime).
    */
   etag?: string | undefined;
+  /**
+   * The object's size as the caller knows it (with `etag`, from a listing). Adapters that
+   * learn the size from the response check it: another size is `GRANARY_ERR_VERSION_CHANGED`.
+   */
+  size?: number | undefined;
 }
 
 /** Bytes to write: a buffer, or a stream of chunks (written as a multipart upload on S3). */

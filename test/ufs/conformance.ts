@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { FileInfo, UnderFileSystem } from '../../src/ufs/types.js';
+import type { FileInfo, StoreAdapter, UnderFileSystem } from '../../src/ufs/types.js';
 
 export interface ConformanceBackend {
   ufs: UnderFileSystem;
@@ -218,6 +218,53 @@ export function describeConformance(
       expect(await codeOf(b.ufs.read(url('whole/obj.bin'), 0))).toBe('GRANARY_ERR_INVALID_ARGUMENT');
       expect(await codeOf(b.ufs.read(url('whole/obj.bin'), undefined, 4))).toBe('GRANARY_ERR_INVALID_ARGUMENT');
       expect(await codeOf(b.ufs.read(url('whole/missing.bin')))).toBe('GRANARY_ERR_NOT_FOUND');
+    });
+
+    it('checks the size a caller expects against the object, for whole and ranged reads', async (ctx) => {
+      if (skip) return ctx.skip();
+      const body = Buffer.from('sized object, version one');
+      await put('sized/obj.bin', body);
+      const v1 = await b.ufs.stat(url('sized/obj.bin'));
+      const u = url('sized/obj.bin');
+      expect(Buffer.from(await b.ufs.read(u, undefined, undefined, { etag: v1.etag, size: v1.size })).equals(body)).toBe(true);
+      expect(Buffer.from(await b.ufs.read(u, undefined, undefined, { size: v1.size })).equals(body)).toBe(true);
+      expect(Buffer.from(await b.ufs.read(u, 6, 6, { etag: v1.etag, size: v1.size })).toString()).toBe('object');
+      expect(await codeOf(b.ufs.read(u, undefined, undefined, { size: v1.size + 1 }))).toBe('GRANARY_ERR_VERSION_CHANGED');
+      expect(await codeOf(b.ufs.read(u, undefined, undefined, { size: v1.size - 1 }))).toBe('GRANARY_ERR_VERSION_CHANGED');
+      expect(await codeOf(b.ufs.read(u, 0, 4, { size: v1.size + 100 }))).toBe('GRANARY_ERR_VERSION_CHANGED');
+      expect(await codeOf(b.ufs.read(u, 0, 0, { size: v1.size + 100 }))).toBe('GRANARY_ERR_VERSION_CHANGED');
+      expect(await codeOf(b.ufs.read(url('data/empty.bin'), undefined, undefined, { size: 5 }))).toBe('GRANARY_ERR_VERSION_CHANGED');
+      expect((await b.ufs.read(url('data/empty.bin'), undefined, undefined, { size: 0 })).byteLength).toBe(0);
+      expect(await codeOf(b.ufs.read(u, undefined, undefined, { size: 0 }))).toBe('GRANARY_ERR_VERSION_CHANGED');
+      const whole = await b.ufs.read(url('data/big.bin'), undefined, undefined, { size: big.byteLength });
+      expect(Buffer.from(whole).equals(big)).toBe(true);
+      expect(await codeOf(b.ufs.read(url('data/big.bin'), undefined, undefined, { size: big.byteLength + 1 }))).toBe('GRANARY_ERR_VERSION_CHANGED');
+      expect(await codeOf(b.ufs.read(u, undefined, undefined, { size: -1 }))).toBe('GRANARY_ERR_INVALID_ARGUMENT');
+      // The object replaced by one of another size: the size and the old version both tell.
+      const next = Buffer.from('sized object, VERSION TWO, longer');
+      await (b.overwrite ? b.overwrite('sized/obj.bin', next) : put('sized/obj.bin', next));
+      expect(await codeOf(b.ufs.read(u, undefined, undefined, { size: v1.size }))).toBe('GRANARY_ERR_VERSION_CHANGED');
+      expect(await codeOf(b.ufs.read(u, undefined, undefined, { etag: v1.etag, size: v1.size }))).toBe('GRANARY_ERR_VERSION_CHANGED');
+      expect(Buffer.from(await b.ufs.read(u, undefined, undefined, { size: next.byteLength })).equals(next)).toBe(true);
+    });
+
+    it('reads a small whole object with a single request', async (ctx) => {
+      if (skip) return ctx.skip();
+      const counts = (b.ufs as Partial<StoreAdapter>).requestCounts?.bind(b.ufs);
+      if (!counts) return ctx.skip();
+      const body = Buffer.from('one request for all of me');
+      await put('single/obj.bin', body);
+      const info = await b.ufs.stat(url('single/obj.bin'));
+      for (const options of [{}, { etag: info.etag }, { etag: info.etag, size: info.size }]) {
+        const before = counts();
+        expect(Buffer.from(await b.ufs.read(url('single/obj.bin'), undefined, undefined, options)).equals(body)).toBe(true);
+        const after = counts();
+        expect({ get: after.get - before.get, stat: after.stat - before.stat, bytesRead: after.bytesRead - before.bytesRead }).toEqual({
+          get: 1,
+          stat: 0,
+          bytesRead: body.byteLength,
+        });
+      }
     });
 
     it('aborts a read through its signal', async (ctx) => {

@@ -33,6 +33,30 @@ describeConformance('s3 (s3rver)', { writable: true, buckets: true, credentials:
   };
 });
 
+// Reads through the AWS SDK, as configurations with the SDK's credential chain (profiles, SSO, IMDS) have them.
+describeConformance('s3 (s3rver, reads through the AWS SDK)', { writable: true, buckets: true, credentials: true }, async () => {
+  const s3 = await startS3rver({ buckets: ['conformance'] });
+  const options: S3UfsOptions = {
+    endpoint: s3.endpoint,
+    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+    partSize: 1024 * 1024,
+    parallelism: 4,
+    leanReads: false,
+  };
+  const ufs = new S3Ufs(options);
+  return {
+    ufs,
+    base: 's3://conformance/sdk/',
+    listable: true,
+    missingBucketUrl: 's3://no-such-bucket-here/x.bin',
+    badCredentials: () => new S3Ufs({ ...options, credentials: { accessKeyId: 'NOT-A-KEY', secretAccessKey: 'S3RVER' } }),
+    async close() {
+      await ufs.close();
+      await s3.close();
+    },
+  };
+});
+
 async function listen(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ server: Server; endpoint: string; close(): Promise<void> }> {
   const server = createServer(handler);
   const sockets = new Set<Socket>();
@@ -96,6 +120,18 @@ describe('S3Ufs against s3rver', () => {
     expect(Buffer.from(got).equals(big.subarray(off, off + len))).toBe(true);
     expect(after.get - before.get).toBe(Math.ceil(len / (1024 * 1024)));
     expect(after.bytesRead - before.bytesRead).toBe(len);
+  });
+
+  it('reads a whole large object of unknown size as a first GET and parallel ranged GETs, with no HEAD', async () => {
+    const before = ufs.requestCounts();
+    const got = await ufs.read('s3://unit/big.bin');
+    const after = ufs.requestCounts();
+    expect(Buffer.from(got).equals(big)).toBe(true);
+    expect({ get: after.get - before.get, stat: after.stat - before.stat, bytesRead: after.bytesRead - before.bytesRead }).toEqual({
+      get: Math.ceil(big.byteLength / (1024 * 1024)),
+      stat: 0,
+      bytesRead: big.byteLength,
+    });
   });
 
   it('writes a large buffer and a stream as multipart uploads that read back exactly', async () => {
