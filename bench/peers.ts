@@ -225,12 +225,15 @@ function renderMarkdown(r: { startedAt: string; wallS: number; machine: ReturnTy
   return `${out.join('\n')}\n`;
 }
 
+/** The cleanup in progress, whoever started it (a signal or the end of main). */
+let cleaning: Promise<void> | undefined;
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => {
     if (interrupted) return;
     interrupted = true;
     log(`${sig}: stopping every process and unmounting`);
-    void cleanups.run(log).finally(() => process.exit(130));
+    cleaning ??= cleanups.run(log);
+    void cleaning.finally(() => process.exit(130));
   });
 }
 
@@ -240,6 +243,7 @@ try {
 } catch (err) {
   log(`failed: ${(err as Error).stack ?? String(err)}`);
 } finally {
-  if (!interrupted) await cleanups.run(log);
+  cleaning ??= cleanups.run(log);
+  await cleaning;
 }
-process.exit(code);
+process.exit(interrupted ? 130 : code);
