@@ -16,6 +16,7 @@ const BENCHES: Record<string, string> = {
   loader: 'loader.ts',
   ufs: 'ufs.ts',
   hints: 'hints.ts',
+  's3-requests': 's3-requests.ts',
 };
 
 const [name, ...rest] = process.argv.slice(2);
