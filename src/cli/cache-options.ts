@@ -135,6 +135,8 @@ export interface OpenCacheOptions {
   requireWorkers?: boolean;
   /** Aborts the wait for etcd. */
   signal?: AbortSignal | undefined;
+  /** How long the cache client trusts stat and list answers (`granary mount --metadata-ttl`). */
+  metadataTtlMs?: number | undefined;
 }
 
 const SOURCE_NAMES: Record<ConfigSource, string> = { flag: 'cli', env: 'env', file: 'config', default: 'default' };
@@ -189,6 +191,7 @@ export async function openCache(cliOptions: CacheClientCliOptions, command: Comm
           ...(source.kind === 'etcd' ? { etcd: { endpoints: source.endpoints, cluster: source.cluster } } : { workers: source.urls }),
           ufs,
           ...(options.token !== undefined ? { token: options.token } : {}),
+          ...(open.metadataTtlMs !== undefined ? { metadataTtlMs: open.metadataTtlMs } : {}),
         }),
     );
   } catch (err) {
