@@ -27,7 +27,7 @@ import { machineInfo, markdownTable, fmt } from './lib/report.js';
 import { CONTENDERS, type BenchContext, type Contender } from './peers/contenders.js';
 import { workloads, type Workload } from './peers/data.js';
 import { measurePass, type PassRow } from './peers/metrics.js';
-import { detailTable, evaluateTargets, headlineTable, loaderTargets, statusLines, targetLines, type ContenderStatus } from './peers/report.js';
+import { detailTable, evaluateTargets, headlineTable, statusLines, targetLines, type ContenderStatus } from './peers/report.js';
 import { importLoader, startStore, type Store } from './peers/setup.js';
 import { barChart } from './peers/svg.js';
 import { Cleanups, dropPageCache, ensurePackages } from './peers/system.js';
@@ -157,7 +157,8 @@ async function main(): Promise<number> {
   }
   if (interrupted) return 130;
   const wallS = (performance.now() - t0) / 1000;
-  const targets = [...evaluateTargets(rows, PROFILE_LIST), ...loaderTargets(loaderRowsOut)];
+  // The loader rows carry their own target line in their notes (bench/peers-loader.ts computes it).
+  const targets = evaluateTargets(rows, PROFILE_LIST);
   const machine = machineInfo();
   const failed = statuses.filter((s) => s.status === 'failed').length + [...rows, ...loaderRowsOut].filter((r) => !r.verified).length;
   const result = {
@@ -218,7 +219,7 @@ function renderMarkdown(r: { startedAt: string; wallS: number; machine: ReturnTy
     }
   }
   if (r.loader.note) out.push(`Loader rows: absent (${r.loader.note}).`, '');
-  out.push('## Targets', '', ...targetLines(r.targets), '');
+  out.push('## Targets', '', ...targetLines(r.targets), ...(r.loader.rows.length > 0 ? ['- Loader targets: in the loader rows\' notes above.'] : []), '');
   const st = statusLines(r.contenders);
   if (st.length > 0) out.push('## Not measured', '', ...st, '');
   out.push('## Setup', '', ...r.packages.map((p) => `- ${p}`), '');

@@ -162,7 +162,7 @@ const granaryFuse: Contender = {
     const { dir, remove } = await tempDir(ctx, 'granary-fuse');
     const mount = join(dir, 'mnt');
     await mkdir(mount);
-    const argv = [...process.execArgv, CLI, 'mount', `s3://${ctx.bucket}/`, mount, '--workers', w.urls.join(','), '--s3-endpoint', ctx.proxyEndpoint, '--s3-path-style'];
+    const argv = [...process.execArgv, CLI, 'mount', `s3://${ctx.bucket}/`, mount, '--foreground', '--workers', w.urls.join(','), '--s3-endpoint', ctx.proxyEndpoint, '--s3-path-style'];
     const d = await startFuseDaemon(ctx, 'granary mount', process.execPath, argv, mount, { ...process.env, ...STORE_ENV }).catch(async (err: unknown) => {
       await w.stop();
       throw err;

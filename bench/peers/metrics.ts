@@ -7,7 +7,7 @@ import type { FaultProxyStats, StoreRequestCounts } from '../../src/netem/fault-
 import type { ChildHandle } from '../lib/child.js';
 import { MiB, type Workload } from './data.js';
 import type { PassStopped, PassVerified } from './reader.js';
-import { cpuSeconds, peakRssMiB, resetPeakRss, syncAndDropPageCache } from './system.js';
+import { cpuSeconds, peakRssMiB, processTree, resetPeakRss, syncAndDropPageCache } from './system.js';
 
 export type PassName = 'cold' | 'warm';
 
@@ -74,7 +74,8 @@ export function checkDigests(w: Workload, expected: ReadonlyMap<string, string>,
 }
 
 export async function measurePass(t: PassTarget): Promise<PassRow> {
-  const roles: Record<string, number[]> = { reader: [t.reader.pid], ...t.groups };
+  // Each role counts its whole process tree (a daemon's serving processes, a worker's children).
+  const roles: Record<string, number[]> = Object.fromEntries(Object.entries({ reader: [t.reader.pid], ...t.groups }).map(([r, pids]) => [r, pids.flatMap(processTree)]));
   const dropped = await syncAndDropPageCache();
   for (const pids of Object.values(roles)) for (const p of pids) resetPeakRss(p);
   const before = await t.proxyStats?.();

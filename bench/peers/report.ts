@@ -85,18 +85,6 @@ export function evaluateTargets(rows: readonly PassRow[], profiles: readonly str
   return out;
 }
 
-/** The loader targets, from the loader rows: warm epochs >= 0.9 of a `pure decode` row of the same workload. */
-export function loaderTargets(rows: readonly PassRow[]): TargetResult[] {
-  const out: TargetResult[] = [];
-  for (const pure of rows.filter((r) => /pure decode/i.test(r.contender))) {
-    for (const r of rows.filter((x) => x.profile === pure.profile && x.workload === pure.workload && x !== pure && /warm/i.test(x.pass))) {
-      const q = pure.rate > 0 ? r.rate / pure.rate : Number.NaN;
-      out.push({ profile: r.profile, target: `loader ${r.workload} ${r.contender} ${r.pass}: >= 0.9 of pure decode`, measured: fmt(q, 2), met: Number.isFinite(q) ? q >= 0.9 : null });
-    }
-  }
-  return out;
-}
-
 export function targetLines(ts: readonly TargetResult[]): string[] {
   return ts.map((t) => `- [${t.profile}] ${t.target}: ${t.measured}: **${t.met === null ? 'not measured' : t.met ? 'met' : 'not met'}**`);
 }

@@ -5,7 +5,7 @@
  * by PID and by path, also on failure or Ctrl-C.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -85,6 +85,22 @@ export function cpuSeconds(pid: number, children = true): number {
   } catch {
     return Number.NaN;
   }
+}
+
+/** `pid` and every process below it (a FUSE daemon's serving processes), from /proc/<pid>/task/<tid>/children. */
+export function processTree(pid: number): number[] {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    const p = out[i]!;
+    try {
+      for (const tid of readdirSync(`/proc/${p}/task`)) {
+        for (const c of readFileSync(`/proc/${p}/task/${tid}/children`, 'utf8').split(' ')) if (c.trim() !== '') out.push(Number(c));
+      }
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return out;
 }
 
 /** A process's peak resident set (VmHWM) in MiB; NaN once it is gone. */
