@@ -96,10 +96,13 @@ function watchBackoff(ms: number): { readonly duration: number; next(): ReturnTy
   return { duration: ms, next: () => watchBackoff(Math.min(ms * 2, 1000)) };
 }
 
+/** An etcd with `auth enable` asked without a user: etcd3 reports it as a generic INVALID_ARGUMENT. */
+const NO_USER_RE = /etcdserver: user name is empty/;
+
 /** Errors that retrying cannot fix: bad credentials, missing permission, a refused TLS handshake, a closed client. */
 export function isTerminalEtcdError(err: unknown): boolean {
   if (err instanceof GranaryError) return !(err instanceof UnavailableError);
-  if (err instanceof Error && TLS_FAILURE_RE.test(err.message)) return true;
+  if (err instanceof Error && (TLS_FAILURE_RE.test(err.message) || NO_USER_RE.test(err.message))) return true;
   // No etcd3 error can exist before etcd3 is loaded.
   const m = etcd3;
   return (
