@@ -37,7 +37,7 @@ async function captureEmitted<T>(fn: () => Promise<T>): Promise<{ result: T; tex
   process.stderr.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
     seen.push(String(chunk));
     return write(chunk, ...rest);
-  }) as typeof process.stderr.write;
+  });
   try {
     const result = await fn();
     return { result, text: seen.join('\n') };
