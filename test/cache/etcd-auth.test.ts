@@ -89,6 +89,11 @@ describe.runIf(etcdAvailable())('etcd with auth enable', () => {
       await m.close();
       expect(merr.code).toBe(ErrorCodes.ACCESS_DENIED);
       expect(errorText(merr)).not.toContain('wrong-pass-91b2');
+      const client = new CacheClient({ etcd: { endpoints: [etcd.endpoint], cluster: 'auth-bad', auth } });
+      const cerr = (await client.ready().catch((e: unknown) => e)) as GranaryError;
+      await client.close();
+      expect(cerr.code).toBe(ErrorCodes.ACCESS_DENIED);
+      expect(errorText(cerr)).not.toContain('wrong-pass-91b2');
     });
     expect(text).not.toContain('wrong-pass-91b2');
     expect(text).not.toContain(PASSWORD);
