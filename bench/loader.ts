@@ -5,16 +5,20 @@
  *     its own process, every page already in its memory) vs pure decode (the same
  *     dataset's bytes already in this process, in a MemoryUfs), both on the same decode
  *     pool. Target: cache >= 85 % of pure decode.
- *  2. Data stall with a simulated training step: a fixed CPU burn per batch on the main
- *     thread, 1.2x the decode time per batch (measured first, in this run, by feeding
- *     the pool directly), granary's prefetching stream vs a naive one (`prefetch: 0`),
- *     both through the warm cache. Target: stall <= 2 % of the epoch after the first batch.
+ *  2. Data stall with an asynchronous training step (the measurement that matches
+ *     training on an accelerator): the loop awaits a timer for 1.2x the loader's own warm
+ *     per-batch time (measured first, in this run), file order and buffer shuffle, through
+ *     the warm cache. Target: stall <= 2 % of the epoch after the first batch.
+ *     A diagnostic beside it: a step that burns the main thread's CPU for 1.2x the decode
+ *     time per batch, granary's prefetching stream vs a naive one (`prefetch: 0`). A CPU
+ *     step is not a GPU step: on two cores it competes with the loader for the CPU.
  *  3. Peak RSS of one epoch over a ~1 GiB and a ~4 GiB dataset (local files) with the
  *     same prefetch budget, each in its own child process. Target: growth < 15 %.
  *
  *   npx tsx bench/loader.ts [--rows 1000000] [--runs 7] [--stall-runs 3] [--batch-size 1024]
  *                           [--step-factor 1.2] [--step-ms MS] [--rss-gib 1,4] [--skip-rss] [--quick]
  *                           [--fetch-in-decoder auto|on|off] (where the warm-cache dataset reads)
+ *                           [--only throughput,async-stall,cpu-stall,rss] [--async-runs 3]
  *
  * Prints markdown tables and writes bench/results/loader.json and bench/results/loader.md.
  * Generated data lives in a temp dir that is removed at the end.
@@ -35,6 +39,7 @@ import { MemoryUfs } from '../src/ufs/memory.js';
 import type { UnderFileSystem } from '../src/ufs/types.js';
 import { spawnWorker } from '../test/support/workers.js';
 import { announceReady, announceResult, exitWithParent, spawnChild } from './lib/child.js';
+import { asyncStall, asyncStallTable, type AsyncStallResult } from './loader/async-stall.js';
 import { MiB, fmt, machineInfo, markdownTable, median, quantile, writeResults } from './lib/report.js';
 
 const { values: args } = parseArgs({
@@ -54,6 +59,8 @@ const { values: args } = parseArgs({
     'prefetch-bytes-mib': { type: 'string', default: '128' },
     'embedding-bytes': { type: 'string', default: '64' },
     'fetch-in-decoder': { type: 'string', default: 'auto' },
+    only: { type: 'string', default: 'throughput,async-stall,cpu-stall,rss' },
+    'async-runs': { type: 'string' },
   },
 });
 
@@ -61,6 +68,9 @@ const QUICK = args.quick;
 const ROWS = Number(args.rows ?? (QUICK ? 200_000 : 1_000_000));
 const RUNS = Number(args.runs ?? (QUICK ? 2 : 7));
 const STALL_RUNS = Number(args['stall-runs'] ?? (QUICK ? 1 : 3));
+const ASYNC_RUNS = Number(args['async-runs'] ?? (QUICK ? 1 : 3));
+const ONLY = new Set(args.only.split(','));
+for (const s of ONLY) if (!['throughput', 'async-stall', 'cpu-stall', 'rss'].includes(s)) throw new Error(`Expected --only to list throughput, async-stall, cpu-stall or rss, got ${s}`);
 const BATCH = Number(args['batch-size']);
 const STEP_FACTOR = Number(args['step-factor']);
 const RSS_GIB = (args['rss-gib'] ?? (QUICK ? '0.25,1' : '1,4')).split(',').map(Number);
@@ -73,7 +83,7 @@ if (FETCH_IN_DECODER === undefined) throw new Error(`Expected --fetch-in-decoder
 const COLUMNS = ['id', 'label', 'score', 'embedding'];
 /** Width of the `embedding` column in the throughput and stall dataset: most of each row's bytes. */
 const EMBEDDING_BYTES = Number(args['embedding-bytes']);
-for (const [name, v] of Object.entries({ ROWS, RUNS, STALL_RUNS, RSS_RUNS, BATCH, STEP_FACTOR, PREFETCH_BYTES })) {
+for (const [name, v] of Object.entries({ ROWS, RUNS, STALL_RUNS, ASYNC_RUNS, RSS_RUNS, BATCH, STEP_FACTOR, PREFETCH_BYTES })) {
   if (!(v > 0) || !Number.isFinite(v)) throw new Error(`Expected a positive number for ${name}, got ${v}`);
 }
 if (RSS_GIB.some((g) => !(g > 0))) throw new Error(`Expected --rss-gib to be positive numbers, got ${args['rss-gib']}`);
@@ -429,123 +439,146 @@ async function main(): Promise<void> {
     console.log(`warm-up epoch through the cache: ${fmt(warm.wallMs)} ms, loader thread's client ${JSON.stringify(afterWarm)}`);
     await epoch('warm-up (memory)', dsMem, 1000, 4, 0);
 
-    // ------------------------------------------------------------ 1. throughput
-    // Three sources, alternated so drift on a shared machine hits all alike: decoding bytes
-    // already in memory with the loader thread (local files in the page cache) and without
-    // it (MemoryUfs, main thread), and the warm cache through the loader thread (the default).
-    const dsLocal = await Dataset.parquet(prefixA, { fs: local, columns: COLUMNS, pool });
-    cleanup.push(() => dsLocal.close());
-    await epoch('warm-up (page cache)', dsLocal, 1000, 4, 0);
-    const sides = [
-      { key: 'memThread', label: 'pure decode: bytes in memory (local files in the page cache), loader thread', ds: dsLocal, runs: [] as EpochRun[] },
-      { key: 'memMain', label: 'pure decode: bytes in memory (MemoryUfs), main thread', ds: dsMem, runs: [] as EpochRun[] },
-      { key: 'cache', label: 'warm cache: CacheClient → worker process, loader thread', ds: dsCache, runs: [] as EpochRun[] },
-    ];
-    for (let r = 0; r < RUNS; r++) {
-      const order = r % 2 === 0 ? sides : [...sides].reverse();
-      for (const side of order) side.runs.push(await epoch(side.label, side.ds, r, 4, 0));
-      console.log(`run ${r}: ${sides.map((x) => `${x.key} ${fmt(x.runs[r]?.rowsPerSec ?? 0, 0)} rows/s`).join(', ')}`);
-    }
-    const afterRuns = await cacheStats();
-    const summaries = sides.map((x) => ({ ...x, s: summarize(x.runs) }));
-    const [memThreadS, memMainS, cacheS] = summaries.map((x) => x.s) as [Record<string, number>, Record<string, number>, Record<string, number>];
-    const ratio = (cacheS.rowsPerSec ?? 0) / (memThreadS.rowsPerSec ?? 1);
-    const ratioMain = (cacheS.rowsPerSec ?? 0) / (memMainS.rowsPerSec ?? 1);
-    const missesDuringRuns = afterRuns.misses - afterWarm.misses + (afterRuns.fallbacks - afterWarm.fallbacks);
-    out.throughput = {
-      pureThread: memThreadS,
-      pureMain: memMainS,
-      cache: cacheS,
-      ratio,
-      ratioVsMainThreadPureDecode: ratioMain,
-      target: 0.85,
-      met: ratio >= 0.85,
-      missesOrFallbacksDuringRuns: missesDuringRuns,
-      runs: Object.fromEntries(sides.map((x) => [x.key, x.runs])),
-    };
-    const thrTable = markdownTable(
-      ['source', 'rows/s (median)', 'epoch ms', 'fetch ms (summed)', 'decode ms (summed)', 'assemble ms', 'CPU ms: loader process', 'CPU ms: cache worker'],
-      summaries.map(({ label, key, s: x }) => [
-        label,
-        fmt(x.rowsPerSec ?? 0, 0),
-        fmt(x.wallMs ?? 0, 0),
-        fmt(x.fetchMs ?? 0, 0),
-        fmt(x.decodeMs ?? 0, 0),
-        fmt(x.assembleMs ?? 0, 0),
-        fmt(x.cpuMs ?? 0, 0),
-        key === 'cache' ? fmt(x.workerCpuMs ?? 0, 0) : '—',
-      ]),
-      ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
-    );
-    md.push(
-      `### 1. Warm-cache epoch vs pure decode\n\n${ROWS} rows, batch ${BATCH}, shuffle 'buffer', prefetch 4, ${threads} decode thread(s), no training step (the loader as fast as it goes), median of ${RUNS} epochs each, alternating.\n\n${thrTable}\n\nwarm cache / pure decode, both through the loader thread = **${fmt(100 * ratio)} %** (target ≥ 85 %: ${ratio >= 0.85 ? 'met' : 'missed'}); against pure decode on the main thread: ${fmt(100 * ratioMain)} %. Cache misses + fallbacks during the measured epochs: ${missesDuringRuns}.`,
-    );
-    console.log(`\n${md[md.length - 1]}\n`);
+    let batches = Math.ceil(ROWS / BATCH);
+    if (ONLY.has('throughput')) {
+      // ------------------------------------------------------------ 1. throughput
+      // Three sources, alternated so drift on a shared machine hits all alike: decoding bytes
+      // already in memory with the loader thread (local files in the page cache) and without
+      // it (MemoryUfs, main thread), and the warm cache through the loader thread (the default).
+      const dsLocal = await Dataset.parquet(prefixA, { fs: local, columns: COLUMNS, pool });
+      cleanup.push(() => dsLocal.close());
+      await epoch('warm-up (page cache)', dsLocal, 1000, 4, 0);
+      const sides = [
+        { key: 'memThread', label: 'pure decode: bytes in memory (local files in the page cache), loader thread', ds: dsLocal, runs: [] as EpochRun[] },
+        { key: 'memMain', label: 'pure decode: bytes in memory (MemoryUfs), main thread', ds: dsMem, runs: [] as EpochRun[] },
+        { key: 'cache', label: 'warm cache: CacheClient → worker process, loader thread', ds: dsCache, runs: [] as EpochRun[] },
+      ];
+      for (let r = 0; r < RUNS; r++) {
+        const order = r % 2 === 0 ? sides : [...sides].reverse();
+        for (const side of order) side.runs.push(await epoch(side.label, side.ds, r, 4, 0));
+        console.log(`run ${r}: ${sides.map((x) => `${x.key} ${fmt(x.runs[r]?.rowsPerSec ?? 0, 0)} rows/s`).join(', ')}`);
+      }
+      batches = sides[0]?.runs[0]?.batches ?? batches;
+      const afterRuns = await cacheStats();
+      const summaries = sides.map((x) => ({ ...x, s: summarize(x.runs) }));
+      const [memThreadS, memMainS, cacheS] = summaries.map((x) => x.s) as [Record<string, number>, Record<string, number>, Record<string, number>];
+      const ratio = (cacheS.rowsPerSec ?? 0) / (memThreadS.rowsPerSec ?? 1);
+      const ratioMain = (cacheS.rowsPerSec ?? 0) / (memMainS.rowsPerSec ?? 1);
+      const missesDuringRuns = afterRuns.misses - afterWarm.misses + (afterRuns.fallbacks - afterWarm.fallbacks);
+      out.throughput = {
+        pureThread: memThreadS,
+        pureMain: memMainS,
+        cache: cacheS,
+        ratio,
+        ratioVsMainThreadPureDecode: ratioMain,
+        target: 0.85,
+        met: ratio >= 0.85,
+        missesOrFallbacksDuringRuns: missesDuringRuns,
+        runs: Object.fromEntries(sides.map((x) => [x.key, x.runs])),
+      };
+      const thrTable = markdownTable(
+        ['source', 'rows/s (median)', 'epoch ms', 'fetch ms (summed)', 'decode ms (summed)', 'assemble ms', 'CPU ms: loader process', 'CPU ms: cache worker'],
+        summaries.map(({ label, key, s: x }) => [
+          label,
+          fmt(x.rowsPerSec ?? 0, 0),
+          fmt(x.wallMs ?? 0, 0),
+          fmt(x.fetchMs ?? 0, 0),
+          fmt(x.decodeMs ?? 0, 0),
+          fmt(x.assembleMs ?? 0, 0),
+          fmt(x.cpuMs ?? 0, 0),
+          key === 'cache' ? fmt(x.workerCpuMs ?? 0, 0) : '—',
+        ]),
+        ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
+      );
+      md.push(
+        `### 1. Warm-cache epoch vs pure decode\n\n${ROWS} rows, batch ${BATCH}, shuffle 'buffer', prefetch 4, ${threads} decode thread(s), no training step (the loader as fast as it goes), median of ${RUNS} epochs each, alternating.\n\n${thrTable}\n\nwarm cache / pure decode, both through the loader thread = **${fmt(100 * ratio)} %** (target ≥ 85 %: ${ratio >= 0.85 ? 'met' : 'missed'}); against pure decode on the main thread: ${fmt(100 * ratioMain)} %. Cache misses + fallbacks during the measured epochs: ${missesDuringRuns}.`,
+      );
+      console.log(`\n${md[md.length - 1]}\n`);
 
-    // ------------------------------------------------------------ 2. stall
-    const batches = sides[0]?.runs[0]?.batches ?? 1;
-    const dec = await decodePerBatchMs(mem, prefixA, pool, batches);
-    // --step-ms fixes the step instead (to compare two versions of the code at one step:
-    // the measured decode time drifts by tens of percent between runs on a shared machine).
-    const stepMs = args['step-ms'] !== undefined ? Number(args['step-ms']) : STEP_FACTOR * dec.perBatchMs;
-    if (!(stepMs >= 0)) throw new Error(`Expected --step-ms to be a number of milliseconds, got ${args['step-ms']}`);
-    console.log(`decode per batch: ${fmt(dec.perBatchMs, 3)} ms (${dec.rowGroups} row groups in ${fmt(dec.totalMs)} ms, ${batches} batches); step ${fmt(stepMs, 3)} ms`);
-    const modes = ['none', 'buffer'] as const;
-    const stallRuns: Record<string, EpochRun[]> = {};
-    // Each loader runs its epochs back to back, as a training job does (the loader thread
-    // primes epoch e + 1 while epoch e ends; another request in between would drop that),
-    // after one lead-in epoch that is not counted, so every measured epoch follows one.
-    for (const mode of modes) {
-      for (const [name, ds, prefetch] of [
-        ['granary: loader thread, prefetch 4', dsCache, 4],
-        ['same pipeline on the main thread (loaderThread: false), prefetch 4', dsCacheMain, 4],
-        ['naive: main thread, no prefetch', dsCacheMain, 0],
-      ] as const) {
-        const key = `${name}, shuffle '${mode}'`;
-        await epoch(key, ds, 99, prefetch, stepMs, mode);
-        for (let r = 0; r < STALL_RUNS; r++) {
-          const run = await epoch(key, ds, 100 + r, prefetch, stepMs, mode);
-          (stallRuns[key] ??= []).push(run);
-          logStall(r, key, run);
+    }
+
+    // ------------------------------------------------------------ 2. async-step stall
+    if (ONLY.has('async-stall')) {
+      // The measurement that matches training: the step awaits a timer (as a loop awaits
+      // its accelerator), so the CPU is the loader's while the "device" works.
+      const results: AsyncStallResult[] = [];
+      for (const shuffle of ['none', 'buffer'] as const) {
+        results.push(await asyncStall(dsCache, { batchSize: BATCH, seed: SEED, shuffle, prefetch: 4, factor: STEP_FACTOR, speedEpochs: Math.max(2, ASYNC_RUNS), runs: ASYNC_RUNS, log: (l) => console.log(l) }));
+      }
+      const met = results.every((r) => r.stallPct <= 2);
+      out.asyncStall = { stepFactor: STEP_FACTOR, embeddingBytes: EMBEDDING_BYTES, target: 2, met, results };
+      md.push(
+        `### 2. Data stall with an asynchronous step (the training measurement)\n\n${ROWS} rows with ${EMBEDDING_BYTES}-byte embeddings, batch ${BATCH}, prefetch 4, ${threads} decode thread(s), through the warm cache (CacheClient → a worker process), the default loader (loader thread). Per order, the loader's own warm per-batch time is measured first (epochs with no step, after a lead-in: epoch after batch 0 ÷ (batches − 1), median of ${Math.max(2, ASYNC_RUNS)}); the step then awaits a timer for ${STEP_FACTOR} × that per batch, leaving the CPU free as a step on an accelerator does. After one lead-in epoch with the step (not counted), ${ASYNC_RUNS} epochs back to back; stall = time the loop waited in \`next()\` for batches 1..n−1 ÷ the epoch from batch 0 to the end of the last step (median). Event-loop delay and GC pauses are the main thread's, during the measured epochs.\n\n${asyncStallTable(results, fmt)}\n\nTarget stall ≤ 2 %: ${met ? 'met' : 'missed'} (${results.map((r) => `${r.shuffle === 'none' ? 'file order' : 'buffer shuffle'} ${fmt(r.stallPct, 2)} %`).join(', ')}).`,
+      );
+      console.log(`\n${md[md.length - 1]}\n`);
+    }
+
+    if (ONLY.has('cpu-stall')) {
+      // ------------------------------------------------------------ 2b. CPU-step stall (a diagnostic)
+      const dec = await decodePerBatchMs(mem, prefixA, pool, batches);
+      // --step-ms fixes the step instead (to compare two versions of the code at one step:
+      // the measured decode time drifts by tens of percent between runs on a shared machine).
+      const stepMs = args['step-ms'] !== undefined ? Number(args['step-ms']) : STEP_FACTOR * dec.perBatchMs;
+      if (!(stepMs >= 0)) throw new Error(`Expected --step-ms to be a number of milliseconds, got ${args['step-ms']}`);
+      console.log(`decode per batch: ${fmt(dec.perBatchMs, 3)} ms (${dec.rowGroups} row groups in ${fmt(dec.totalMs)} ms, ${batches} batches); step ${fmt(stepMs, 3)} ms`);
+      const modes = ['none', 'buffer'] as const;
+      const stallRuns: Record<string, EpochRun[]> = {};
+      // Each loader runs its epochs back to back, as a training job does (the loader thread
+      // primes epoch e + 1 while epoch e ends; another request in between would drop that),
+      // after one lead-in epoch that is not counted, so every measured epoch follows one.
+      for (const mode of modes) {
+        for (const [name, ds, prefetch] of [
+          ['granary: loader thread, prefetch 4', dsCache, 4],
+          ['same pipeline on the main thread (loaderThread: false), prefetch 4', dsCacheMain, 4],
+          ['naive: main thread, no prefetch', dsCacheMain, 0],
+        ] as const) {
+          const key = `${name}, shuffle '${mode}'`;
+          await epoch(key, ds, 99, prefetch, stepMs, mode);
+          for (let r = 0; r < STALL_RUNS; r++) {
+            const run = await epoch(key, ds, 100 + r, prefetch, stepMs, mode);
+            (stallRuns[key] ??= []).push(run);
+            logStall(r, key, run);
+          }
         }
       }
+      function logStall(r: number, key: string, run: EpochRun): void {
+        console.log(`stall run ${r} ${key}: ${fmt(run.stallAfterFirstMs)} ms of ${fmt(run.epochAfterFirstMs)} ms (${fmt((100 * run.stallAfterFirstMs) / run.epochAfterFirstMs, 2)} %); steps ${fmt(run.stepTotalMs)} ms; wait p50 ${fmt(run.waitP50Ms, 3)} p99 ${fmt(run.waitP99Ms, 2)} max ${fmt(run.waitMaxMs, 1)} ms`);
+      }
+      const stallS = Object.fromEntries(Object.entries(stallRuns).map(([k, v]) => [k, summarize(v)]));
+      const granaryNone = stallS["granary: loader thread, prefetch 4, shuffle 'none'"] ?? {};
+      const granaryBuffer = stallS["granary: loader thread, prefetch 4, shuffle 'buffer'"] ?? {};
+      const stallMet = (granaryNone.stallPct ?? 100) <= 2;
+      out.stall = { decodePerBatchMs: dec.perBatchMs, decodeTotalMs: dec.totalMs, stepMs, summary: stallS, target: 2, metSequential: stallMet, metBufferShuffle: (granaryBuffer.stallPct ?? 100) <= 2, runs: stallRuns };
+      const stallTable = markdownTable(
+        ['loader', 'epoch ms', 'first batch ms', 'steps ms (measured)', 'stall after 1st batch ms', 'stall %', 'all waits incl. 1st batch, % of epoch', 'per-batch wait p50 / p99 ms', 'CPU ms: loader process / cache worker', 'assemble ms', 'CPU ms after 1st batch: training thread / other loader threads (of them, Node and V8 helper threads) / cache worker', "steps' share of the epoch: measured / ceiling from CPU"],
+        Object.entries(stallS).map(([name, x]) => [
+          name,
+          fmt(x.wallMs ?? 0, 0),
+          fmt(x.firstBatchMs ?? 0, 0),
+          fmt(x.stepTotalMs ?? 0, 0),
+          fmt(x.stallAfterFirstMs ?? 0, 0),
+          fmt(x.stallPct ?? 0, 2),
+          fmt(x.waitWithFirstPct ?? 0, 2),
+          `${fmt(x.waitP50Ms ?? 0, 3)} / ${fmt(x.waitP99Ms ?? 0, 2)}`,
+          `${fmt(x.cpuMs ?? 0, 0)} / ${fmt(x.workerCpuMs ?? 0, 0)}`,
+          fmt(x.assembleMs ?? 0, 0),
+          `${fmt(x.mainCpuAfterFirstMs ?? 0, 0)} / ${fmt(x.otherCpuAfterFirstMs ?? 0, 0)} (${fmt(x.helperCpuAfterFirstMs ?? 0, 0)}) / ${fmt(x.workerCpuAfterFirstMs ?? 0, 0)}`,
+          `${fmt(x.stepSharePct ?? 0, 1)} / ${fmt(x.stepShareCeilingPct ?? 0, 1)} %`,
+        ]),
+        ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
+      );
+      md.push(
+        `### 2b. Data stall with a CPU-burning step (a diagnostic: a CPU step is not a GPU step)\n\nThrough the warm cache, ${threads} decode thread(s). Pure decode per batch, measured first by feeding the pool directly: ${fmt(dec.perBatchMs, 3)} ms; training step = ${args['step-ms'] !== undefined ? 'fixed by --step-ms at' : `${STEP_FACTOR} × that =`} ${fmt(stepMs, 3)} ms of CPU burnt on the main thread per batch (the event loop is blocked meanwhile, as a synchronous step blocks it). Stall = time the loop waited in \`next()\` after batch 0, as % of the epoch after batch 0; it includes all the loader's work on the main thread. With the loader thread (the default) that is taking a finished batch from a MessagePort and wrapping its buffers (shuffle 'buffer': gathered in the loader thread) or slicing a decoded row group the thread transferred (shuffle 'none'); on the main thread it is also the HTTP replies, Arrow IPC reads and gathering, which can only run while the loop waits. Naive: the main-thread pipeline with prefetch 0 (a partition's fetch starts when a batch needs it). Machine CPU available: ${machine.cpus} cores for the step, the loader's threads and the cache worker together. Each loader runs its epochs back to back, as a training loop does (the loader thread prepares each next epoch while the current one ends), after one lead-in epoch not counted; median of the ${STALL_RUNS} that follow. The issue's stall counts from the first batch on; the column after it also counts the wait for the first batch, which a training loop pays at every epoch boundary. The last column sets the steps' share of the epoch after batch 0 (batches × step ÷ epoch) beside the most these ${machine.cpus} cores allow, given the CPU the loader's other threads and the cache worker used in that epoch (O): ${machine.cpus} × S ÷ (S + O), S = batches × step. A stall of at most 2 % needs a share of at least 98 %. O leaves out the training thread's own part of next(), so the ceiling is generous. In brackets, the part of O that the process's own helper threads used: the threads it had before any loader started (V8's garbage-collector and compiler threads, libuv's pool).\n\n${stallTable}\n\nTarget stall ≤ 2 %: ${stallMet ? 'met' : 'missed'} with shuffle 'none' (${fmt(granaryNone.stallPct ?? 0, 2)} %), ${(granaryBuffer.stallPct ?? 100) <= 2 ? 'met' : 'missed'} with shuffle 'buffer' (${fmt(granaryBuffer.stallPct ?? 0, 2)} %).`,
+      );
+      console.log(`\n${md[md.length - 1]}\n`);
+
     }
-    function logStall(r: number, key: string, run: EpochRun): void {
-      console.log(`stall run ${r} ${key}: ${fmt(run.stallAfterFirstMs)} ms of ${fmt(run.epochAfterFirstMs)} ms (${fmt((100 * run.stallAfterFirstMs) / run.epochAfterFirstMs, 2)} %); steps ${fmt(run.stepTotalMs)} ms; wait p50 ${fmt(run.waitP50Ms, 3)} p99 ${fmt(run.waitP99Ms, 2)} max ${fmt(run.waitMaxMs, 1)} ms`);
-    }
-    const stallS = Object.fromEntries(Object.entries(stallRuns).map(([k, v]) => [k, summarize(v)]));
-    const granaryNone = stallS["granary: loader thread, prefetch 4, shuffle 'none'"] ?? {};
-    const granaryBuffer = stallS["granary: loader thread, prefetch 4, shuffle 'buffer'"] ?? {};
-    const stallMet = (granaryNone.stallPct ?? 100) <= 2;
-    out.stall = { decodePerBatchMs: dec.perBatchMs, decodeTotalMs: dec.totalMs, stepMs, summary: stallS, target: 2, metSequential: stallMet, metBufferShuffle: (granaryBuffer.stallPct ?? 100) <= 2, runs: stallRuns };
-    const stallTable = markdownTable(
-      ['loader', 'epoch ms', 'first batch ms', 'steps ms (measured)', 'stall after 1st batch ms', 'stall %', 'all waits incl. 1st batch, % of epoch', 'per-batch wait p50 / p99 ms', 'CPU ms: loader process / cache worker', 'assemble ms', 'CPU ms after 1st batch: training thread / other loader threads (of them, Node and V8 helper threads) / cache worker', "steps' share of the epoch: measured / ceiling from CPU"],
-      Object.entries(stallS).map(([name, x]) => [
-        name,
-        fmt(x.wallMs ?? 0, 0),
-        fmt(x.firstBatchMs ?? 0, 0),
-        fmt(x.stepTotalMs ?? 0, 0),
-        fmt(x.stallAfterFirstMs ?? 0, 0),
-        fmt(x.stallPct ?? 0, 2),
-        fmt(x.waitWithFirstPct ?? 0, 2),
-        `${fmt(x.waitP50Ms ?? 0, 3)} / ${fmt(x.waitP99Ms ?? 0, 2)}`,
-        `${fmt(x.cpuMs ?? 0, 0)} / ${fmt(x.workerCpuMs ?? 0, 0)}`,
-        fmt(x.assembleMs ?? 0, 0),
-        `${fmt(x.mainCpuAfterFirstMs ?? 0, 0)} / ${fmt(x.otherCpuAfterFirstMs ?? 0, 0)} (${fmt(x.helperCpuAfterFirstMs ?? 0, 0)}) / ${fmt(x.workerCpuAfterFirstMs ?? 0, 0)}`,
-        `${fmt(x.stepSharePct ?? 0, 1)} / ${fmt(x.stepShareCeilingPct ?? 0, 1)} %`,
-      ]),
-      ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
-    );
-    md.push(
-      `### 2. Data stall with a simulated training step\n\nThrough the warm cache, ${threads} decode thread(s). Pure decode per batch, measured first by feeding the pool directly: ${fmt(dec.perBatchMs, 3)} ms; training step = ${args['step-ms'] !== undefined ? 'fixed by --step-ms at' : `${STEP_FACTOR} × that =`} ${fmt(stepMs, 3)} ms of CPU burnt on the main thread per batch (the event loop is blocked meanwhile, as a synchronous step blocks it). Stall = time the loop waited in \`next()\` after batch 0, as % of the epoch after batch 0; it includes all the loader's work on the main thread. With the loader thread (the default) that is taking a finished batch from a MessagePort and wrapping its buffers (shuffle 'buffer': gathered in the loader thread) or slicing a decoded row group the thread transferred (shuffle 'none'); on the main thread it is also the HTTP replies, Arrow IPC reads and gathering, which can only run while the loop waits. Naive: the main-thread pipeline with prefetch 0 (a partition's fetch starts when a batch needs it). Machine CPU available: ${machine.cpus} cores for the step, the loader's threads and the cache worker together. Each loader runs its epochs back to back, as a training loop does (the loader thread prepares each next epoch while the current one ends), after one lead-in epoch not counted; median of the ${STALL_RUNS} that follow. The issue's stall counts from the first batch on; the column after it also counts the wait for the first batch, which a training loop pays at every epoch boundary. The last column sets the steps' share of the epoch after batch 0 (batches × step ÷ epoch) beside the most these ${machine.cpus} cores allow, given the CPU the loader's other threads and the cache worker used in that epoch (O): ${machine.cpus} × S ÷ (S + O), S = batches × step. A stall of at most 2 % needs a share of at least 98 %. O leaves out the training thread's own part of next(), so the ceiling is generous. In brackets, the part of O that the process's own helper threads used: the threads it had before any loader started (V8's garbage-collector and compiler threads, libuv's pool).\n\n${stallTable}\n\nTarget stall ≤ 2 %: ${stallMet ? 'met' : 'missed'} with shuffle 'none' (${fmt(granaryNone.stallPct ?? 0, 2)} %), ${(granaryBuffer.stallPct ?? 100) <= 2 ? 'met' : 'missed'} with shuffle 'buffer' (${fmt(granaryBuffer.stallPct ?? 0, 2)} %).`,
-    );
-    console.log(`\n${md[md.length - 1]}\n`);
 
     await dsMem.close();
     await dsCache.close();
 
     // ------------------------------------------------------------ 3. RSS
-    if (!args['skip-rss']) {
+    if (!args['skip-rss'] && ONLY.has('rss')) {
       const st = statfsSync(root);
       const freeGiB = (st.bavail * st.bsize) / 2 ** 30;
       console.log(`free disk under ${root}: ${fmt(freeGiB)} GiB`);

@@ -21,8 +21,8 @@ import { toPortable, type PortableSpec } from '../ufs/portable.js';
 import type { Breaker, BreakerTable } from './shared-breakers.js';
 import { describeCacheClient, ownClientState, type ClientState } from './shared-state.js';
 
-/** Reads of an object that keeps changing give up after this many versions. */
-const VERSION_RETRIES = 3;
+/** A read whose version changed under it refreshes the metadata and tries once more, then reports `GRANARY_ERR_VERSION_CHANGED`. */
+const VERSION_ATTEMPTS = 2;
 
 export type { CacheClientOptions, CacheClientStats } from './client-options.js';
 
@@ -188,9 +188,13 @@ export class CacheClient implements UnderFileSystem {
     return this.#calls.run({ what: 'read', url }, options.signal, async (signal) => {
       schemeOf(url);
       const range = readRange(url, offset, length);
-      if (range !== undefined) return this.#readCurrent(url, range.offset, range.length, options.etag, signal);
-      const info = await this.#metadata.stat(url, signal);
-      return this.#readCurrent(url, 0, info.size, options.etag ?? info.etag, signal);
+      if (options.etag === undefined) return this.#readCurrent(url, range, signal);
+      // A version the caller pinned: its size is known when the metadata names the same version.
+      const known = this.#metadata.known(url);
+      const size = known?.etag === options.etag ? known.size : options.size;
+      if (range !== undefined) return this.#readVersion(url, range.offset, range.length, options.etag, signal, size);
+      const whole = size ?? (await this.#metadata.stat(url, signal)).size;
+      return this.#readVersion(url, 0, whole, options.etag, signal, size);
     });
   }
 
@@ -288,27 +292,30 @@ export class CacheClient implements UnderFileSystem {
     await invalidateOnWorkers(this.#admin, url, signal);
   }
 
-  /** A read of the version given, or of the current one, started over (a few times) if it changes under us: never two versions mixed. */
-  async #readCurrent(url: string, offset: number, length: number, etag: string | undefined, signal: AbortSignal): Promise<Uint8Array> {
-    if (etag !== undefined) return this.#readVersion(url, offset, length, etag, signal);
+  /**
+   * A read of the current version (the whole object when `range` is undefined), with the
+   * version and size the metadata has: a version gone from the store (412) refreshes
+   * the metadata and starts over once. Never two versions mixed.
+   */
+  async #readCurrent(url: string, range: { offset: number; length: number } | undefined, signal: AbortSignal): Promise<Uint8Array> {
     for (let attempt = 1; ; attempt++) {
       const info = await this.#metadata.stat(url, signal);
       try {
-        return await this.#readVersion(url, offset, length, info.etag, signal, info.size);
+        return await this.#readVersion(url, range?.offset ?? 0, range?.length ?? info.size, info.etag, signal, info.size);
       } catch (err) {
-        if (!isGranaryError(err) || err.code !== ErrorCodes.VERSION_CHANGED || attempt >= VERSION_RETRIES) throw err;
-        this.#metadata.forget(url);
+        if (!isGranaryError(err) || err.code !== ErrorCodes.VERSION_CHANGED || attempt >= VERSION_ATTEMPTS) throw err;
+        await this.#metadata.refresh(url, signal);
       }
     }
   }
 
-  async #readVersion(url: string, offset: number, length: number, etag: string, signal: AbortSignal, size?: number): Promise<Uint8Array> {
+  async #readVersion(url: string, offset: number, length: number, etag: string, signal: AbortSignal, size: number | undefined): Promise<Uint8Array> {
     if (length === 0) {
       if (size !== undefined && offset <= size) return new Uint8Array(0);
-      return this.#storeRead(url, offset, 0, etag, signal);
+      return this.#storeRead(url, offset, 0, etag, size, signal);
     }
-    if (this.#tier) return this.#tier.read(url, offset, length, { etag, signal });
-    return this.#readRouted(url, offset, length, etag, signal);
+    if (this.#tier) return this.#tier.read(url, offset, length, { etag, size, signal });
+    return this.#readRouted(url, offset, length, etag, size, signal);
   }
 
   /** The client without its local tier, for the tier to read through. */
@@ -319,7 +326,7 @@ export class CacheClient implements UnderFileSystem {
       list: (prefixUrl, o) => store.inner.list(prefixUrl, o),
       read: async (url, offset, length, o = {}) => {
         const info = o.etag === undefined || offset === undefined || length === undefined ? await this.#metadata.stat(url, o.signal) : undefined;
-        return this.#readRouted(url, offset ?? 0, length ?? info?.size ?? 0, o.etag ?? info?.etag ?? '', o.signal);
+        return this.#readRouted(url, offset ?? 0, length ?? info?.size ?? 0, o.etag ?? info?.etag ?? '', o.size ?? info?.size, o.signal);
       },
       write: (url, data, o) => store.write(url, data, o?.signal),
       delete: (url, o) => store.delete(url, o?.signal),
@@ -329,17 +336,17 @@ export class CacheClient implements UnderFileSystem {
   }
 
   /** Each part from the worker that owns its block, or the store. */
-  async #readRouted(url: string, offset: number, length: number, etag: string, signal: AbortSignal | undefined): Promise<Uint8Array> {
+  async #readRouted(url: string, offset: number, length: number, etag: string, size: number | undefined, signal: AbortSignal | undefined): Promise<Uint8Array> {
     // Memory of its own (never Buffer's shared pool, which serves allocations under 4 KiB:
     // a view at the pool's start made concurrent small reads overwrite each other), and
     // exactly `length` long, so a caller may transfer it to another thread without a copy.
     const out = new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length);
-    await all(splitRange(offset, length, this.#partSize, this.#blockSize).map((p) => this.#readPart(url, etag, p, out, p.offset - offset, signal)));
+    await all(splitRange(offset, length, this.#partSize, this.#blockSize).map((p) => this.#readPart(url, etag, size, p, out, p.offset - offset, signal)));
     return out;
   }
 
-  async #readPart(url: string, etag: string, part: Part, out: Uint8Array, at: number, signal: AbortSignal | undefined): Promise<void> {
-    const req = { url, etag, offset: part.offset, length: part.length, out, at };
+  async #readPart(url: string, etag: string, size: number | undefined, part: Part, out: Uint8Array, at: number, signal: AbortSignal | undefined): Promise<void> {
+    const req = { url, etag, size, offset: part.offset, length: part.length, out, at };
     const detail = { url, offset: part.offset, length: part.length };
     const hit = await this.#askWorker(ringKey(url, etag, part.block), signal, (w) => this.#queue.add(() => this.#transport.read(w, req, signal), { signal }), detail);
     if (hit !== undefined) {
@@ -349,11 +356,11 @@ export class CacheClient implements UnderFileSystem {
       return;
     }
     // No worker could answer: exactly one read from the store for this part.
-    out.set(await this.#storeRead(url, part.offset, part.length, etag, signal), at);
+    out.set(await this.#storeRead(url, part.offset, part.length, etag, size, signal), at);
   }
 
-  async #storeRead(url: string, offset: number, length: number, etag: string, signal: AbortSignal | undefined): Promise<Uint8Array> {
-    const bytes = await this.#store.read(url, offset, length, etag, signal);
+  async #storeRead(url: string, offset: number, length: number, etag: string, size: number | undefined, signal: AbortSignal | undefined): Promise<Uint8Array> {
+    const bytes = await this.#store.read(url, offset, length, { etag, size, signal });
     this.#counts.bytesFromUfs += bytes.byteLength;
     return bytes;
   }

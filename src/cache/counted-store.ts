@@ -3,7 +3,7 @@
  * the workers' read-throughs are theirs to count.
  */
 import { RequestCounter } from '../ufs/counters.js';
-import type { FileInfo, RequestCounts, UnderFileSystem, WriteData } from '../ufs/types.js';
+import type { FileInfo, ReadOptions, RequestCounts, UnderFileSystem, WriteData } from '../ufs/types.js';
 
 export class CountedStore {
   readonly inner: UnderFileSystem;
@@ -30,9 +30,9 @@ export class CountedStore {
     return files;
   }
 
-  async read(url: string, offset: number, length: number, etag: string, signal: AbortSignal | undefined): Promise<Uint8Array> {
+  async read(url: string, offset: number, length: number, options: ReadOptions): Promise<Uint8Array> {
     this.#counter.count('get');
-    const bytes = await this.inner.read(url, offset, length, { etag, signal });
+    const bytes = await this.inner.read(url, offset, length, options);
     this.#counter.read(bytes.byteLength);
     return bytes;
   }

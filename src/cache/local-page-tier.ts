@@ -82,7 +82,7 @@ export class LocalPageTier implements UnderFileSystem {
         // Only a page of the version the size belongs to can be cut right; a range past
         // the end gets the inner store's own answer.
         if (info.etag !== etag || len <= 0) return this.#inner.read(url, offset, length, { etag, signal });
-        page = await this.#inner.read(url, start, len, { etag, signal });
+        page = await this.#inner.read(url, start, len, { etag, size: info.size, signal });
         await store.put(key, page, { signal });
       }
       pages.push(page);

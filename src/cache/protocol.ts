@@ -30,6 +30,13 @@ export const Headers = {
   worker: 'x-granary-worker',
 } as const;
 
+/** The query of a `/v1/read`: `size` only when the client knows the version's size (the worker then trusts the version). */
+export function readQuery(r: { url: string; etag: string; size?: number | undefined; offset: number; length: number }): Record<string, string> {
+  const q: Record<string, string> = { url: r.url, etag: r.etag, offset: String(r.offset), length: String(r.length) };
+  if (r.size !== undefined) q.size = String(r.size);
+  return q;
+}
+
 /** HTTP status for each error code a worker can answer with. */
 export function statusForCode(code: GranaryErrorCode): number {
   switch (code) {

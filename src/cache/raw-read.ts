@@ -1,23 +1,27 @@
 /**
- * Large ranged reads from a worker on their own connection (`connection: close`), the
- * socket reading straight into the caller's buffer (net `onread`): no 64 KiB chunk per
- * read to allocate, copy and collect, which is most of undici's CPU per byte for
- * multi-MiB parts.
+ * Large ranged reads from a worker over raw keep-alive sockets, the socket reading
+ * straight into the caller's buffer (net `onread`): no 64 KiB chunk per read to
+ * allocate, copy and collect, which is most of undici's CPU per byte for multi-MiB
+ * parts. Sockets are kept per worker between reads (`RawPool`), so a pass of many
+ * parts opens about as many connections as it has reads in flight, not one per part.
  */
-import { connect, type NetConnectOpts } from 'node:net';
+import { connect, type NetConnectOpts, type Socket } from 'node:net';
 import { throwIfAborted } from '../errors.js';
 import type { WorkerReadRequest } from './worker-transport.js';
 import type { WorkerInfo } from './membership.js';
-import { Headers, Paths } from './protocol.js';
+import { Headers, Paths, readQuery } from './protocol.js';
 import { WorkerFault } from './worker-errors.js';
 
-/** Parts at least this large are worth a connection of their own. */
+/** Parts at least this large go over a raw socket. */
 export const RAW_READ_MIN = 1024 * 1024;
 
 /** An error answer larger than this is not an error body: the worker is at fault. */
 const MAX_ERROR_BODY = 1024 * 1024;
 
-/** A `WorkerReadRequest` (bytes go to `out[at, at + length)`) sent over its own socket. */
+/** Idle sockets kept per worker: as many as a client's default concurrency can have in flight to one worker, so a warm pass opens none. */
+const MAX_IDLE = 64;
+
+/** A `WorkerReadRequest` (bytes go to `out[at, at + length)`) sent over a raw socket. */
 export interface RawReadRequest extends WorkerReadRequest {
   /** An `http://` worker. */
   worker: WorkerInfo;
@@ -29,95 +33,230 @@ export interface RawReadRequest extends WorkerReadRequest {
 /** 200: the bytes are in `out`, `cache` says where the worker found them. Any other status: its body, for `errorFromAnswer`. */
 export type RawAnswer = { status: 200; cache: string } | { status: number; body: string };
 
-/**
- * One ranged read. Rejects with `WorkerFault` when the worker misbehaves (unreachable,
- * malformed or short answer, another version, too slow) and with `signal.reason` on abort.
- */
-export function rawRead(r: RawReadRequest): Promise<RawAnswer> {
-  throwIfAborted(r.signal);
-  const { worker: w, url, out, at, signal } = r;
-  const target = new URL(w.url);
-  const qs = new URLSearchParams({ url, etag: r.etag, offset: String(r.offset), length: String(r.length) }).toString();
-  let req = `GET ${target.pathname.replace(/\/$/, '')}${Paths.read}?${qs} HTTP/1.1\r\nhost: ${target.host}\r\nconnection: close\r\n`;
-  if (r.token) req += `authorization: Bearer ${r.token}\r\n`;
-  req += '\r\n';
-  return new Promise<RawAnswer>((resolve, reject) => {
-    const head = Buffer.allocUnsafe(16 * 1024);
-    let headLen = 0;
-    let status = 0;
-    let headers = new Map<string, string>();
-    let bodyLen = -1;
-    let got = 0;
-    let errBody: Buffer | undefined;
-    let done = false;
-    const finish = (err: Error | undefined, value?: RawAnswer): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      socket.destroy();
-      if (err) reject(err);
-      else resolve(value ?? { status: 200, cache: 'miss' });
+/** What one exchange on a connection does with the bytes that arrive. */
+interface Exchange {
+  buffer(): Uint8Array;
+  /** `n` bytes landed in the last buffer handed out. */
+  got(n: number): void;
+  /** The socket ended or failed before the answer was complete. */
+  lost(err: Error | undefined): void;
+}
+
+/** One keep-alive socket to a worker; bytes go wherever the current exchange says. */
+class RawConnection {
+  readonly socket: Socket;
+  current: Exchange | undefined;
+  /** Whether any exchange has finished on it: a reused socket may have been closed by the worker meanwhile. */
+  reused = false;
+  readonly #scratch = new Uint8Array(4096);
+  /** The buffer handed to the socket for its next read, and the exchange it belongs to. */
+  #handed: Uint8Array = this.#scratch;
+  #handedTo: Exchange | undefined;
+
+  constructor(host: string, port: number, onGone: (c: RawConnection) => void) {
+    this.socket = connect({
+      host,
+      port,
+      noDelay: true,
+      onread: {
+        // Node asks for the next buffer right after each read (and once at the start),
+        // often before the next exchange exists: bytes may land in the scratch buffer.
+        buffer: () => {
+          this.#handedTo = this.current;
+          this.#handed = this.current?.buffer() ?? this.#scratch;
+          return this.#handed;
+        },
+        callback: (n: number) => {
+          const ex = this.current;
+          // Bytes while idle: the worker broke the protocol; never reuse this socket.
+          if (ex === undefined) this.socket.destroy();
+          else if (this.#handedTo === ex) ex.got(n);
+          else this.#deliver(ex, this.#handed.subarray(0, n));
+          // Never false: that would pause a socket that goes back to the pool.
+          return true;
+        },
+      },
+    } satisfies NetConnectOpts);
+    const gone = (err?: Error): void => {
+      onGone(this);
+      const ex = this.current;
+      this.current = undefined;
+      ex?.lost(err);
     };
-    const onAbort = (): void => {
-      try {
-        throwIfAborted(signal);
-      } catch (err) {
-        finish(err as Error);
-      }
-    };
-    const fault = (msg: string): void => finish(new WorkerFault(msg));
-    const onBodyDone = (): void => {
-      if (status === 200) finish(undefined, { status, cache: headers.get(Headers.cache) ?? 'miss' });
-      else finish(undefined, { status, body: (errBody ?? Buffer.alloc(0)).toString('utf8') });
-    };
-    const onHead = (): void => {
-      const text = head.toString('latin1', 0, headLen);
-      const end = text.indexOf('\r\n\r\n');
-      if (end < 0) {
-        if (headLen === head.byteLength) fault(`worker ${w.id} sent over ${head.byteLength} bytes of headers for ${url}`);
+    this.socket.on('error', gone);
+    this.socket.on('close', () => gone());
+    this.socket.on('end', () => this.socket.destroy());
+  }
+
+  /** Bytes that landed outside the exchange's buffer: copied in, in the pieces it asks for. */
+  #deliver(ex: Exchange, bytes: Uint8Array): void {
+    let pos = 0;
+    while (pos < bytes.byteLength && this.current === ex) {
+      const dst = ex.buffer();
+      const k = Math.min(dst.byteLength, bytes.byteLength - pos);
+      if (k === 0) {
+        this.socket.destroy();
         return;
       }
-      const lines = text.slice(0, end).split('\r\n');
-      const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? '');
-      if (!m) return fault(`worker ${w.id} sent a malformed status line for ${url}`);
-      status = Number(m[1]);
-      headers = new Map();
-      for (let i = 1; i < lines.length; i++) {
-        const l = lines[i] as string;
-        const c = l.indexOf(':');
-        if (c > 0) headers.set(l.slice(0, c).trim().toLowerCase(), l.slice(c + 1).trim());
+      dst.set(bytes.subarray(pos, pos + k));
+      pos += k;
+      ex.got(k);
+    }
+  }
+}
+
+/** Keep-alive raw sockets per worker, shared by a client's large reads. */
+export class RawPool {
+  readonly #idle = new Map<string, RawConnection[]>();
+  #closed = false;
+
+  /**
+   * One ranged read. Rejects with `WorkerFault` when the worker misbehaves (unreachable,
+   * malformed or short answer, another version, too slow) and with `signal.reason` on
+   * abort. A reused socket the worker closed before answering is retried once on a new one.
+   */
+  async read(r: RawReadRequest): Promise<RawAnswer> {
+    throwIfAborted(r.signal);
+    const target = new URL(r.worker.url);
+    const qs = new URLSearchParams(readQuery(r)).toString();
+    let req = `GET ${target.pathname.replace(/\/$/, '')}${Paths.read}?${qs} HTTP/1.1\r\nhost: ${target.host}\r\n`;
+    if (r.token) req += `authorization: Bearer ${r.token}\r\n`;
+    req += '\r\n';
+    const key = target.host;
+    const conn = this.#take(key);
+    if (conn) {
+      try {
+        return await this.#exchange(conn, key, req, r);
+      } catch (err) {
+        if (!(err instanceof StaleSocket)) throw err;
       }
-      const cl = Number(headers.get('content-length') ?? Number.NaN);
-      if (!Number.isSafeInteger(cl) || cl < 0) return fault(`worker ${w.id} answered ${status} without a content-length for ${url}`);
-      bodyLen = cl;
-      if (status === 200) {
-        const gotTag = headers.get(Headers.etag);
-        if (gotTag !== r.etag) return fault(`worker ${w.id} answered version ${String(gotTag)} for ${url}, expected ${r.etag}`);
-        if (cl > r.length) return fault(`worker ${w.id} sent more than ${r.length} bytes for ${url}`);
-        if (cl !== r.length) return fault(`worker ${w.id} sent ${cl} of ${r.length} bytes for ${url}`);
-      } else {
-        if (cl > MAX_ERROR_BODY) return fault(`worker ${w.id} answered ${status} with a ${cl}-byte body for ${url}`);
-        errBody = Buffer.allocUnsafe(cl);
-      }
-      const extra = head.subarray(end + 4, headLen);
-      if (extra.byteLength > bodyLen) return fault(`worker ${w.id} sent more than ${bodyLen} bytes for ${url}`);
-      if (status === 200) out.set(extra, at);
-      else extra.copy(errBody as Buffer, 0);
-      got = extra.byteLength;
-      if (got === bodyLen) onBodyDone();
-    };
-    const socket = connect({
-      host: target.hostname.replace(/^\[|\]$/g, ''),
-      port: Number(target.port || 80),
-      onread: {
+    }
+    const fresh = new RawConnection(target.hostname.replace(/^\[|\]$/g, ''), Number(target.port || 80), (c) => this.#drop(key, c));
+    try {
+      return await this.#exchange(fresh, key, req, r);
+    } catch (err) {
+      if (err instanceof StaleSocket) throw new WorkerFault(`worker ${r.worker.id} at ${r.worker.url} closed the connection before answering for ${r.url}`);
+      throw err;
+    }
+  }
+
+  /** Close every idle socket; later reads open new ones only until `close`d for good. */
+  close(): void {
+    this.#closed = true;
+    for (const list of this.#idle.values()) for (const c of list) c.socket.destroy();
+    this.#idle.clear();
+  }
+
+  #take(key: string): RawConnection | undefined {
+    const c = this.#idle.get(key)?.pop();
+    c?.socket.ref();
+    return c;
+  }
+
+  #drop(key: string, c: RawConnection): void {
+    const list = this.#idle.get(key);
+    const i = list?.indexOf(c) ?? -1;
+    if (list && i >= 0) list.splice(i, 1);
+  }
+
+  #release(key: string, c: RawConnection): void {
+    const list = this.#idle.get(key) ?? [];
+    if (this.#closed || c.socket.destroyed || list.length >= MAX_IDLE) {
+      c.socket.destroy();
+      return;
+    }
+    c.reused = true;
+    // An idle socket must not keep the process alive.
+    c.socket.unref();
+    list.push(c);
+    this.#idle.set(key, list);
+  }
+
+  #exchange(conn: RawConnection, key: string, req: string, r: RawReadRequest): Promise<RawAnswer> {
+    const { worker: w, url, out, at, signal } = r;
+    return new Promise<RawAnswer>((resolve, reject) => {
+      const head = Buffer.allocUnsafe(16 * 1024);
+      let headLen = 0;
+      let status = 0;
+      let cache = 'miss';
+      let keepAlive = true;
+      let bodyLen = -1;
+      let got = 0;
+      let errBody: Buffer | undefined;
+      let done = false;
+      const finish = (err: Error | undefined, value?: RawAnswer): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        conn.current = undefined;
+        if (err || !keepAlive) conn.socket.destroy();
+        else this.#release(key, conn);
+        if (err) reject(err);
+        else resolve(value ?? { status: 200, cache });
+      };
+      const onAbort = (): void => {
+        try {
+          throwIfAborted(signal);
+        } catch (err) {
+          finish(err as Error);
+        }
+      };
+      const fault = (msg: string): void => finish(new WorkerFault(msg));
+      const onBodyDone = (): void => {
+        if (status === 200) finish(undefined, { status, cache });
+        else finish(undefined, { status, body: (errBody ?? Buffer.alloc(0)).toString('utf8') });
+      };
+      const onHead = (): void => {
+        const text = head.toString('latin1', 0, headLen);
+        const end = text.indexOf('\r\n\r\n');
+        if (end < 0) {
+          if (headLen === head.byteLength) fault(`worker ${w.id} sent over ${head.byteLength} bytes of headers for ${url}`);
+          return;
+        }
+        const lines = text.slice(0, end).split('\r\n');
+        const m = /^HTTP\/1\.([01]) (\d{3})/.exec(lines[0] ?? '');
+        if (!m) return fault(`worker ${w.id} sent a malformed status line for ${url}`);
+        status = Number(m[2]);
+        keepAlive = m[1] === '1';
+        let cl = Number.NaN;
+        let gotTag: string | undefined;
+        for (let i = 1; i < lines.length; i++) {
+          const l = lines[i] as string;
+          const c = l.indexOf(':');
+          if (c <= 0) continue;
+          const name = l.slice(0, c).trim().toLowerCase();
+          const value = l.slice(c + 1).trim();
+          if (name === 'content-length') cl = Number(value);
+          else if (name === Headers.etag) gotTag = value;
+          else if (name === Headers.cache) cache = value;
+          else if (name === 'connection' && value.toLowerCase() === 'close') keepAlive = false;
+        }
+        if (!Number.isSafeInteger(cl) || cl < 0) return fault(`worker ${w.id} answered ${status} without a content-length for ${url}`);
+        bodyLen = cl;
+        if (status === 200) {
+          if (gotTag !== r.etag) return fault(`worker ${w.id} answered version ${String(gotTag)} for ${url}, expected ${r.etag}`);
+          if (cl > r.length) return fault(`worker ${w.id} sent more than ${r.length} bytes for ${url}`);
+          if (cl !== r.length) return fault(`worker ${w.id} sent ${cl} of ${r.length} bytes for ${url}`);
+        } else {
+          if (cl > MAX_ERROR_BODY) return fault(`worker ${w.id} answered ${status} with a ${cl}-byte body for ${url}`);
+          errBody = Buffer.allocUnsafe(cl);
+        }
+        const extra = head.subarray(end + 4, headLen);
+        if (extra.byteLength > bodyLen) return fault(`worker ${w.id} sent more than ${bodyLen} bytes for ${url}`);
+        if (status === 200) out.set(extra, at);
+        else extra.copy(errBody as Buffer, 0);
+        got = extra.byteLength;
+        if (got === bodyLen) onBodyDone();
+      };
+      conn.current = {
         buffer: () => {
           if (bodyLen < 0) return head.subarray(headLen);
           if (status === 200) return out.subarray(at + got, at + bodyLen);
           return (errBody as Buffer).subarray(got);
         },
-        callback: (n: number) => {
-          if (done) return false;
+        got: (n) => {
+          if (done) return;
           if (bodyLen < 0) {
             headLen += n;
             onHead();
@@ -125,18 +264,24 @@ export function rawRead(r: RawReadRequest): Promise<RawAnswer> {
             got += n;
             if (got === bodyLen) onBodyDone();
           }
-          return !done;
         },
-      },
-    } satisfies NetConnectOpts);
-    socket.on('error', (err) => fault(`worker ${w.id} at ${w.url} unreachable: ${err.message}`));
-    socket.on('close', () => {
-      if (bodyLen < 0) fault(`worker ${w.id} at ${w.url} closed the connection before answering for ${url}`);
-      else fault(`worker ${w.id} broke off the body of ${url}: sent ${got} of ${bodyLen} bytes`);
+        lost: (err) => {
+          // Nothing came back on a socket that served before: the worker closed it while idle.
+          if (conn.reused && headLen === 0 && !done) return finish(new StaleSocket());
+          if (err) return fault(`worker ${w.id} at ${w.url} unreachable: ${err.message}`);
+          if (bodyLen < 0) fault(`worker ${w.id} at ${w.url} closed the connection before answering for ${url}`);
+          else fault(`worker ${w.id} broke off the body of ${url}: sent ${got} of ${bodyLen} bytes`);
+        },
+      };
+      const timer = setTimeout(() => fault(`worker ${w.id} took over ${r.timeoutMs} ms`), r.timeoutMs);
+      timer.unref();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      conn.socket.write(req);
     });
-    const timer = setTimeout(() => fault(`worker ${w.id} took over ${r.timeoutMs} ms`), r.timeoutMs);
-    timer.unref();
-    signal?.addEventListener('abort', onAbort, { once: true });
-    socket.write(req);
-  });
+  }
+}
+
+/** A reused socket closed before any byte of the answer: safe to send again. */
+class StaleSocket extends Error {
+  override name = 'StaleSocket';
 }

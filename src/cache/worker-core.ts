@@ -4,7 +4,7 @@
  * missing pages, shared by every reader waiting on those pages.
  */
 import { channel } from 'node:diagnostics_channel';
-import { RangeNotSatisfiableError, VersionChangedError } from '../errors.js';
+import { ErrorCodes, RangeNotSatisfiableError, VersionChangedError, isGranaryError } from '../errors.js';
 import type { FileInfo, UnderFileSystem } from '../ufs/types.js';
 import type { WorkerHints } from './hints.js';
 import { MetadataCache } from './metadata-cache.js';
@@ -50,11 +50,25 @@ export class ReadThrough {
   readonly #o: ReadThroughOptions;
   readonly #meta: MetadataCache;
   readonly #flight = new SingleFlight<PageKey, Uint8Array>();
-  readonly #statFlight = new SingleFlight<string, FileInfo>();
 
   constructor(o: ReadThroughOptions) {
     this.#o = o;
-    this.#meta = new MetadataCache({ ttlMs: o.metadataTtlMs });
+    this.#meta = new MetadataCache({
+      ttlMs: o.metadataTtlMs,
+      source: {
+        stat: async (url) => {
+          this.#countStore('stat');
+          const value = await o.storeFor(url).stat(url, { signal: o.signal });
+          return { value, fetchedAt: Date.now() };
+        },
+        list: async (prefix) => {
+          this.#countStore('list');
+          const value: FileInfo[] = [];
+          for await (const f of o.storeFor(prefix).list(prefix, { signal: o.signal })) value.push(f);
+          return { value, fetchedAt: Date.now() };
+        },
+      },
+    });
   }
 
   #countStore(kind: 'stat' | 'list' | 'get'): void {
@@ -68,30 +82,14 @@ export class ReadThrough {
     this.#o.metrics.bytesServed.inc(bytes);
   }
 
-  async stat(url: string, fresh = false, maxAgeMs?: number): Promise<{ info: FileInfo; fetchedAt: number }> {
-    if (!fresh) {
-      const e = this.#meta.getStat(url);
-      if (e && (maxAgeMs === undefined || Date.now() - e.fetchedAt <= maxAgeMs)) return { info: e.value, fetchedAt: e.fetchedAt };
-    }
-    const info = await this.#statFlight.run(url, async () => {
-      this.#countStore('stat');
-      const i = await this.#o.storeFor(url).stat(url, { signal: this.#o.signal });
-      this.#meta.setStat(url, i);
-      return i;
-    });
-    return { info, fetchedAt: Date.now() };
+  /** A URL's metadata no older than `maxAgeMs` (and the TTL); 0 asks the store now. */
+  async stat(url: string, maxAgeMs?: number): Promise<{ info: FileInfo; fetchedAt: number }> {
+    const e = await this.#meta.stat(url, maxAgeMs);
+    return { info: e.value, fetchedAt: e.fetchedAt };
   }
 
   async list(prefix: string, maxAgeMs: number | undefined): Promise<{ value: FileInfo[]; fetchedAt: number }> {
-    let entry = this.#meta.getList(prefix);
-    if (entry && maxAgeMs !== undefined && Date.now() - entry.fetchedAt > maxAgeMs) entry = undefined;
-    if (entry) return entry;
-    const files: FileInfo[] = [];
-    this.#countStore('list');
-    for await (const f of this.#o.storeFor(prefix).list(prefix, { signal: this.#o.signal })) files.push(f);
-    const fetchedAt = Date.now();
-    this.#meta.setList(prefix, files, fetchedAt);
-    return { value: files, fetchedAt };
+    return this.#meta.list(prefix, maxAgeMs);
   }
 
   async invalidate(url: string): Promise<void> {
@@ -99,11 +97,18 @@ export class ReadThrough {
     await this.#o.store.deleteFile(url);
   }
 
-  /** The object version to serve: the requested one, checked against the store's current metadata. */
-  async version(url: string, etag: string | undefined): Promise<FileInfo> {
+  /**
+   * The object version to serve. A client that names the version and its size (from its
+   * own metadata, at most one TTL old) is trusted: cached pages of that version are
+   * served with no store request, and a miss reads the store with `If-Match`, which
+   * answers 412 if the version is gone. Without a size, the version is checked against
+   * the worker's metadata.
+   */
+  async version(url: string, etag: string | undefined, size?: number): Promise<FileInfo> {
+    if (etag !== undefined && size !== undefined) return { url, size, etag };
     let { info } = await this.stat(url);
     if (etag !== undefined && info.etag !== etag) {
-      ({ info } = await this.stat(url, true));
+      ({ info } = await this.stat(url, 0));
       if (info.etag !== etag) {
         throw new VersionChangedError(`Object ${url} changed: asked for version ${etag}, the store has ${info.etag}`, { url });
       }
@@ -117,8 +122,8 @@ export class ReadThrough {
    * one request per run, with `If-Match` on the version, and concurrent requests
    * for a page wait on that one read.
    */
-  async readRange(url: string, offset: number, length: number, etag?: string): Promise<{ bytes: Uint8Array; info: FileInfo; hit: string }> {
-    const { pieces, info, hit } = await this.readPieces(url, offset, length, etag);
+  async readRange(url: string, offset: number, length: number, etag?: string, size?: number): Promise<{ bytes: Uint8Array; info: FileInfo; hit: string }> {
+    const { pieces, info, hit } = await this.readPieces(url, offset, length, etag, size);
     if (pieces.length === 0) return { bytes: new Uint8Array(0), info, hit };
     if (pieces.length === 1) return { bytes: pieces[0] as Uint8Array, info, hit };
     const out = Buffer.allocUnsafe(length);
@@ -131,8 +136,8 @@ export class ReadThrough {
   }
 
   /** `readRange` as the slices of pages that make up the range, in order (views, not copies). */
-  async readPieces(url: string, offset: number, length: number, etag?: string): Promise<{ pieces: Uint8Array[]; info: FileInfo; hit: string }> {
-    const info = await this.version(url, etag);
+  async readPieces(url: string, offset: number, length: number, etag?: string, size?: number): Promise<{ pieces: Uint8Array[]; info: FileInfo; hit: string }> {
+    const info = await this.version(url, etag, size);
     if (offset + length > info.size) {
       throw new RangeNotSatisfiableError(`Range ${offset}+${length} is past the end of ${url} (size ${info.size})`, { url });
     }
@@ -187,7 +192,18 @@ export class ReadThrough {
         const end = Math.min(info.size, (first + count) * ps);
         this.#countStore('get');
         diag.fetch.publish({ worker: this.#o.workerId, url, offset: start, length: end - start });
-        const bytes = await this.#o.storeFor(url).read(url, start, end - start, { etag: info.etag, signal: this.#o.signal });
+        let bytes: Uint8Array;
+        try {
+          bytes = await this.#o.storeFor(url).read(url, start, end - start, { etag: info.etag, size: info.size, signal: this.#o.signal });
+        } catch (err) {
+          // The version is gone from the store: whatever this worker believed of the URL expires now.
+          if (isGranaryError(err) && err.code === ErrorCodes.VERSION_CHANGED) this.#meta.expire(url);
+          throw err;
+        }
+        if (bytes.byteLength !== end - start) {
+          this.#meta.expire(url);
+          throw new VersionChangedError(`Object ${url} changed: version ${info.etag} should hold ${end - start} bytes at ${start}, the store sent ${bytes.byteLength}`, { url });
+        }
         this.counters.bytesFromStore += bytes.byteLength;
         this.#o.metrics.bytesFromStore.inc(bytes.byteLength);
         const out: Uint8Array[] = [];

@@ -13,7 +13,7 @@ import { refusalReason, type AccessPolicy } from './worker-access.js';
 import type { ReadThrough } from './worker-core.js';
 import type { LoadJobs } from './worker-jobs.js';
 import type { WorkerMetrics } from './worker-metrics.js';
-import { intParam, maxAgeParam, parseLoadBody, readJsonBody, requiredParam } from './worker-requests.js';
+import { intParam, maxAgeParam, optionalIntParam, parseLoadBody, readJsonBody, requiredParam } from './worker-requests.js';
 import type { WorkerInfoResponse } from './worker-options.js';
 
 export interface WorkerHttpContext {
@@ -31,6 +31,22 @@ export interface WorkerHttpContext {
   info(): WorkerInfoResponse;
   /** The `/metrics` text, gauges refreshed. */
   metricsText(): Promise<string>;
+}
+
+/** Labelled metric children, looked up once per endpoint (and status): a label lookup per request costs more than the count. */
+interface MetricChildren {
+  latency: Map<string, { observe(v: number): void }>;
+  requests: Map<string, { inc(): void }>;
+}
+const childrenOf = new WeakMap<WorkerMetrics, MetricChildren>();
+
+function children(metrics: WorkerMetrics): MetricChildren {
+  let c = childrenOf.get(metrics);
+  if (!c) {
+    c = { latency: new Map(), requests: new Map() };
+    childrenOf.set(metrics, c);
+  }
+  return c;
 }
 
 /** The request handler of a worker's HTTP server. */
@@ -76,8 +92,12 @@ async function handle(ctx: WorkerHttpContext, req: IncomingMessage, res: ServerR
     // A drain waits for keep-alive connections: let this one go once its answer is out.
     if (ctx.closing()) res.once('finish', () => ctx.releaseIdle());
     const secs = Number(process.hrtime.bigint() - started) / 1e9;
-    ctx.metrics.latency.observe({ endpoint }, secs);
-    ctx.metrics.requests.inc({ endpoint, status: String(res.statusCode) });
+    const m = children(ctx.metrics);
+    const latency = m.latency.get(endpoint) ?? m.latency.set(endpoint, ctx.metrics.latency.labels(endpoint)).get(endpoint);
+    latency?.observe(secs);
+    const key = `${endpoint} ${res.statusCode}`;
+    const count = m.requests.get(key) ?? m.requests.set(key, ctx.metrics.requests.labels(endpoint, String(res.statusCode))).get(key);
+    count?.inc();
   }
 }
 
@@ -95,7 +115,8 @@ async function handleRead(ctx: WorkerHttpContext, u: URL, res: ServerResponse): 
     const { first, count } = pagesForRange(offset, length, ctx.pageSize);
     ctx.hints.classify(Array.from({ length: count }, (_, i) => pageKey(url, etag, first + i)));
   }
-  const { pieces, info, hit } = await ctx.core.readPieces(url, offset, length, etag);
+  const size = optionalIntParam(u, 'size');
+  const { pieces, info, hit } = await ctx.core.readPieces(url, offset, length, etag, etag === undefined ? undefined : size);
   res.setHeader(Headers.etag, info.etag);
   res.setHeader(Headers.cache, hit);
   const bytes = pieces.reduce((n, p) => n + p.byteLength, 0);
@@ -106,7 +127,7 @@ async function handleRead(ctx: WorkerHttpContext, u: URL, res: ServerResponse): 
 async function handleStat(ctx: WorkerHttpContext, u: URL, res: ServerResponse): Promise<void> {
   const url = requiredParam(u, 'url');
   await ctx.policy.check(url);
-  const { info, fetchedAt } = await ctx.core.stat(url, false, maxAgeParam(u));
+  const { info, fetchedAt } = await ctx.core.stat(url, maxAgeParam(u));
   res.setHeader(Headers.age, String(Math.max(0, Date.now() - fetchedAt)));
   json(res, 200, info);
 }

@@ -64,14 +64,31 @@ function queryValue<T>(u: URL, name: string, schema: z.ZodType<T>): T {
   return parsed.data;
 }
 
+// Every read parses these: a plain test first, the schema only to word a refusal.
+const INT_RE = /^-?\d{1,16}$/;
+const NON_NEGATIVE_INT_RE = /^\d{1,12}$/;
+const NonEmpty = z.string().min(1);
+
 /** A required, non-empty query parameter. */
 export function requiredParam(u: URL, name: string): string {
-  return queryValue(u, name, z.string().min(1));
+  const raw = u.searchParams.get(name);
+  if (raw !== null && raw.length > 0) return raw;
+  return queryValue(u, name, NonEmpty);
 }
 
 /** A required integer query parameter (range checks are the caller's). */
 export function intParam(u: URL, name: string): number {
+  const raw = u.searchParams.get(name);
+  if (raw !== null && INT_RE.test(raw)) return Number(raw);
   return Number(queryValue(u, name, Int));
+}
+
+/** An optional integer query parameter from 0 and up (a `size`). */
+export function optionalIntParam(u: URL, name: string): number | undefined {
+  const raw = u.searchParams.get(name);
+  if (raw === null) return undefined;
+  if (NON_NEGATIVE_INT_RE.test(raw)) return Number(raw);
+  return Number(queryValue(u, name, NonNegativeInt));
 }
 
 /** A client's `maxAgeMs`: it will not accept metadata older than this (its own TTL). */

@@ -6,8 +6,8 @@
 import { Agent, request, type Dispatcher } from 'undici';
 import { UnavailableError, throwIfAborted } from '../errors.js';
 import type { WorkerInfo } from './membership.js';
-import { Headers, Paths } from './protocol.js';
-import { RAW_READ_MIN, rawRead } from './raw-read.js';
+import { Headers, Paths, readQuery } from './protocol.js';
+import { RAW_READ_MIN, RawPool } from './raw-read.js';
 import { WorkerFault, errorFromAnswer } from './worker-errors.js';
 
 export interface WorkerTransportOptions {
@@ -21,6 +21,8 @@ export interface WorkerTransportOptions {
 export interface WorkerReadRequest {
   url: string;
   etag: string;
+  /** The version's size, when the client knows it: the worker then trusts the version and asks the store nothing on a hit. */
+  size?: number | undefined;
   offset: number;
   length: number;
   out: Uint8Array;
@@ -29,6 +31,7 @@ export interface WorkerReadRequest {
 
 export class WorkerTransport {
   readonly #agent = new Agent({ connections: 64, keepAliveTimeout: 30_000, pipelining: 1 });
+  readonly #raw = new RawPool();
   readonly #token: string | undefined;
   readonly #timeoutMs: number;
 
@@ -43,12 +46,12 @@ export class WorkerTransport {
    */
   async read(w: WorkerInfo, r: WorkerReadRequest, signal: AbortSignal | undefined): Promise<string> {
     if (r.length >= RAW_READ_MIN && w.url.startsWith('http://')) {
-      const answer = await rawRead({ ...r, worker: w, token: this.#token, timeoutMs: this.#timeoutMs, signal });
+      const answer = await this.#raw.read({ ...r, worker: w, token: this.#token, timeoutMs: this.#timeoutMs, signal });
       if ('cache' in answer) return answer.cache;
       throw errorFromAnswer(w, answer.status, answer.body, r.url);
     }
     const { url, etag, out, at } = r;
-    const res = await this.send(w, 'GET', Paths.read, { url, etag, offset: String(r.offset), length: String(r.length) }, signal);
+    const res = await this.send(w, 'GET', Paths.read, readQuery(r), signal);
     if (res.statusCode !== 200) throw await this.#errorFrom(w, res, url);
     const got = res.headers[Headers.etag];
     if (got !== etag) {
@@ -144,11 +147,13 @@ export class WorkerTransport {
 
   /** Let the requests in flight finish, then close the connections. */
   close(): Promise<void> {
+    this.#raw.close();
     return this.#agent.close();
   }
 
   /** Close every connection now; requests in flight fail with `err`. */
   destroy(err: Error): Promise<void> {
+    this.#raw.close();
     return this.#agent.destroy(err);
   }
 

@@ -133,8 +133,16 @@ export interface BatchesOptions {
 }
 
 const DEFAULT_PREFETCH_BYTES = 256 * 1024 * 1024;
-/** Finished batches the loader thread may hold for the consumer beyond the one it is training on. */
-const READY_BATCHES = 8;
+/**
+ * Finished batches the loader thread may hold for the consumer beyond the one it is
+ * training on, and the bytes they may hold together (one batch always goes). The queue
+ * is what carries a training step over the loader's bursts: a partition's decode landing
+ * on the thread's core, a GC, the OS giving the core to another process. With an
+ * asynchronous step of 1.2x the loader's own pace, 32 batches stalled half as often as 8
+ * (bench/NOTES.md, "Data stall with an asynchronous step").
+ */
+const READY_BATCHES = 32;
+const READY_BYTES = 64 * 1024 * 1024;
 
 /**
  * Run the opening of a dataset (listing, footers, the schema) under a signal of its own:
@@ -418,6 +426,7 @@ export class Dataset {
         prefetchBytes,
         fetchConcurrency,
         ahead: READY_BATCHES,
+        aheadBytes: READY_BYTES,
         hints: options.hints === false ? false : options.hints === true || options.hints === undefined ? {} : options.hints,
         signal: options.signal,
         onEnd: () => this.#streams.delete(stream),

@@ -50,6 +50,8 @@ export interface StreamTask {
   fetchConcurrency: number;
   /** Batches sent but not yet consumed, at most. */
   ahead: number;
+  /** Bytes of the batches sent but not yet consumed, at most (shuffled batches; one always goes). */
+  aheadBytes: number;
   hints: false | LoaderHintOptions;
 }
 
@@ -187,13 +189,19 @@ async function runStream(task: StreamTask): Promise<void> {
       stats[STAT.PEAK_RESIDENT] = s.peakResidentBytes;
       stats[STAT.PACK_MS] = packMs;
     };
-    /** Hold back while the consumer is `ahead` batches behind `ready`; it bumps CONSUMED and notifies once it reaches WAKE_AT. */
-    const throttle = async (ready: number): Promise<void> => {
+    /**
+     * Hold back while the consumer is `ahead` batches behind `ready`, or (given `held`,
+     * the bytes of the batches it has not consumed) `aheadBytes` behind; it bumps
+     * CONSUMED and notifies once it reaches WAKE_AT.
+     */
+    const throttle = async (ready: number, held?: (consumed: number) => number): Promise<void> => {
       for (;;) {
         if (cancelled()) return;
         const consumed = Atomics.load(ctl, CTL.CONSUMED);
-        if (ready - consumed < task.ahead) return;
-        Atomics.store(ctl, CTL.WAKE_AT, ready - Math.max(1, task.ahead >> 1));
+        const behind = ready - consumed;
+        const full = behind >= task.ahead;
+        if (!full && (held === undefined || behind < 2 || held(consumed) < task.aheadBytes)) return;
+        Atomics.store(ctl, CTL.WAKE_AT, full ? ready - Math.max(1, task.ahead >> 1) : consumed + 1);
         const w = waitAsync(ctl, CTL.CONSUMED, consumed);
         if (w.async) await w.value;
       }
@@ -238,14 +246,19 @@ async function runStream(task: StreamTask): Promise<void> {
       // then transferred) so the consumer only wraps them.
       let sent = 0;
       let primed = false;
+      /** sentBytes[i]: bytes of batches 0..i-1 sent. */
+      const sentBytes = [0];
+      const held = (consumed: number): number => (sentBytes[sent] as number) - (sentBytes[Math.min(consumed, sent)] as number);
       for await (const batch of stream) {
         report();
         const t = performance.now();
         if (fast) {
           const w = packBatches([batch]);
+          sentBytes.push((sentBytes[sent] as number) + w.reduce((a, b) => a + b.byteLength, 0));
           port.postMessage(w satisfies WireBatches, w);
         } else {
           const ipc = ipcBatches([batch]);
+          sentBytes.push((sentBytes[sent] as number) + ipc.byteLength);
           port.postMessage({ ipc } satisfies StreamMessage, [ipc.buffer as ArrayBuffer]);
         }
         packMs += performance.now() - t;
@@ -260,7 +273,7 @@ async function runStream(task: StreamTask): Promise<void> {
           primed = true;
           speculate(st, task, false);
         }
-        await throttle(sent);
+        await throttle(sent, held);
         if (cancelled()) break;
       }
     }

@@ -35,6 +35,8 @@ export interface ThreadStreamConfig {
   prefetchBytes: number;
   fetchConcurrency: number;
   ahead: number;
+  /** Bytes of the batches sent but not yet consumed, at most (shuffled batches; one always goes). */
+  aheadBytes: number;
   hints: false | LoaderHintOptions;
   signal?: AbortSignal | undefined;
   onEnd?: (() => void) | undefined;
@@ -97,6 +99,7 @@ export class LoaderThread {
       prefetchBytes: cfg.prefetchBytes,
       fetchConcurrency: cfg.fetchConcurrency,
       ahead: cfg.ahead,
+      aheadBytes: cfg.aheadBytes,
       hints: cfg.hints,
     };
     const done = pool.run(task, { transferList: [port2] }) as Promise<void>;
