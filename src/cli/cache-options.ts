@@ -137,6 +137,8 @@ export interface OpenCacheOptions {
   requireWorkers?: boolean;
   /** Aborts the wait for etcd. */
   signal?: AbortSignal | undefined;
+  /** How long the cache client trusts stat and list answers (`granary mount --metadata-ttl`). */
+  metadataTtlMs?: number | undefined;
 }
 
 const SOURCE_NAMES: Record<ConfigSource, string> = { flag: 'cli', env: 'env', file: 'config', default: 'default' };
@@ -194,6 +196,7 @@ export async function openCache(cliOptions: CacheClientCliOptions, command: Comm
             : { workers: source.urls }),
           ufs,
           ...(options.token !== undefined ? { token: options.token } : {}),
+          ...(open.metadataTtlMs !== undefined ? { metadataTtlMs: open.metadataTtlMs } : {}),
         }),
     );
   } catch (err) {

@@ -6,6 +6,7 @@ import { registerDemo } from './demo.js';
 import { EXIT_USAGE, exitCodeFor, formatError } from './errors.js';
 import { registerGen } from './gen.js';
 import { registerLoad } from './load.js';
+import { registerMount, registerUmount } from './mount.js';
 import { registerStat } from './stat.js';
 import { registerWorker } from './worker.js';
 import { registerWorkers } from './workers.js';
@@ -38,6 +39,8 @@ export function createProgram(): Command {
   registerLoad(program);
   registerCat(program);
   registerStat(program);
+  registerMount(program);
+  registerUmount(program);
   return program;
 }
 
