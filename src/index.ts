@@ -47,6 +47,7 @@ export type { HintAccess, HintRequest, WorkerHintOptions, WorkerHintStats } from
 export type { BreakerOptions } from './cache/breaker.js';
 export { CacheClient, type CacheClientOptions, type CacheClientStats } from './cache/client.js';
 export type { WorkerInfo } from './cache/membership.js';
+export type { EtcdAuthOptions, EtcdSecurityOptions, EtcdTlsOptions } from './cache/etcd-security.js';
 export type { EvictionPolicyName } from './cache/eviction.js';
 
 export { Dataset, DecodePool, ufsFromSpec, ufsSpecOf } from './loader/index.js';

@@ -7,13 +7,14 @@ import type { UfsOptions } from '../ufs/router.js';
 import type { RequestCounts, UnderFileSystem } from '../ufs/types.js';
 import { optionalInt } from '../util/validate.js';
 import type { BreakerOptions } from './breaker.js';
+import type { EtcdSecurityOptions } from './etcd-security.js';
 import { EtcdMembership, StaticMembership, type Membership } from './membership.js';
 
 const MiB = 1024 * 1024;
 
 export interface CacheClientOptions {
   /** Find workers in etcd (watching `/granary/<cluster>/workers/`). */
-  etcd?: { endpoints: string[]; cluster?: string };
+  etcd?: { endpoints: string[]; cluster?: string } & EtcdSecurityOptions;
   /** Or a fixed list of worker URLs. */
   workers?: string[];
   /** The store, for fallback reads, writes and deletes: `createUfs` options or a ready client. */
@@ -85,7 +86,12 @@ export function clientSettings(options: CacheClientOptions): ClientSettings {
 export function membershipFor(options: CacheClientOptions): Membership {
   if (options.etcd && options.workers) throw new InvalidArgumentError('Give `etcd` or `workers`, not both');
   return options.etcd
-    ? new EtcdMembership({ endpoints: options.etcd.endpoints, cluster: options.etcd.cluster ?? 'default' })
+    ? new EtcdMembership({
+        endpoints: options.etcd.endpoints,
+        cluster: options.etcd.cluster ?? 'default',
+        auth: options.etcd.auth,
+        tls: options.etcd.tls,
+      })
     : new StaticMembership(options.workers ?? []);
 }
 

@@ -13,9 +13,10 @@ import { optionalInt } from '../util/validate.js';
 import { ETCD_BACKOFF, createEtcdClient, decodeWorkerInfo, etcdError, isTerminalEtcdError, workersPrefix } from './etcd.js';
 import { MemberList, membershipChannels } from './member-list.js';
 import { describe, validateCluster, validateEndpoints, type WorkerInfo } from './membership-options.js';
+import { resolveEtcdSecurity, type EtcdSecurityOptions } from './etcd-security.js';
 import type { Membership, MembershipChange, MembershipListener } from './membership.js';
 
-export interface EtcdMembershipOptions {
+export interface EtcdMembershipOptions extends EtcdSecurityOptions {
   /**
    * etcd client URLs.
    * @example ['http://127.0.0.1:2379']
@@ -80,12 +81,14 @@ export class EtcdMembership implements Membership {
       throw new InvalidArgumentError(`Expected EtcdMembership options { endpoints, cluster }, got ${describe(options)}`);
     }
     this.endpoints = validateEndpoints(options.endpoints);
+    // Read the TLS files now: a missing one fails the constructor, not a retry loop.
+    const security = resolveEtcdSecurity(this.endpoints, options);
     validateCluster(options.cluster);
     this.cluster = options.cluster;
     this.prefix = workersPrefix(options.cluster);
     this.#requestTimeoutMs = optionalInt('requestTimeoutMs', options.requestTimeoutMs, 5000);
     this.#list = new MemberList('etcd', this.cluster);
-    this.#client = createEtcdClient(this.endpoints).then((c) => (this.#etcd = c));
+    this.#client = createEtcdClient(this.endpoints, security).then((c) => (this.#etcd = c));
     // A failed load is reported by #bootstrap's first #range().
     this.#client.catch(() => undefined);
     this.#signal = options.signal;

@@ -8,6 +8,7 @@ import type * as Etcd3Module from 'etcd3';
 import type { Etcd3 } from 'etcd3';
 import { AccessDeniedError, GranaryError, UnavailableError } from '../errors.js';
 import type { BackoffOptions } from '../util/retry.js';
+import type { EtcdClientSecurity } from './etcd-security.js';
 import { checkWorkerInfo, validateCluster, validateWorkerId, type WorkerInfo } from './membership-options.js';
 
 /**
@@ -72,19 +73,36 @@ function loadEtcd3(): Promise<typeof Etcd3Module> {
  * An etcd3 client for granary: watch reconnects back off from 100 ms to at most 1 s
  * (etcd3's default grows to 30 s, far too slow to notice that etcd is back).
  */
-export async function createEtcdClient(endpoints: readonly string[]): Promise<Etcd3> {
+export async function createEtcdClient(endpoints: readonly string[], security?: EtcdClientSecurity): Promise<Etcd3> {
   const { Etcd3: Client } = await loadEtcd3();
-  return new Client({ hosts: [...endpoints], faultHandling: { watchBackoff: watchBackoff(100) } });
+  return new Client({
+    hosts: [...endpoints],
+    faultHandling: { watchBackoff: watchBackoff(100) },
+    ...(security?.auth !== undefined ? { auth: security.auth } : {}),
+    ...(security?.credentials !== undefined ? { credentials: security.credentials } : {}),
+  });
 }
+
+/**
+ * A TLS failure that retrying cannot fix: etcd's certificate is not trusted, or etcd
+ * refused ours (or our lack of one). gRPC reports these as UNAVAILABLE, like an etcd
+ * that is down, so they are told apart by their text.
+ */
+const TLS_FAILURE_RE =
+  /certificate|self[- ]signed|unable to (?:get|verify)|SSL|TLS|handshake|wrong version number|alert|unknown ca|ERR_SSL|ERR_TLS/i;
 
 /** etcd3's backoff strategy interface: the current wait and the next strategy. */
 function watchBackoff(ms: number): { readonly duration: number; next(): ReturnType<typeof watchBackoff> } {
   return { duration: ms, next: () => watchBackoff(Math.min(ms * 2, 1000)) };
 }
 
-/** Errors that retrying cannot fix: bad credentials, missing permission, a closed client. */
+/** An etcd with `auth enable` asked without a user: etcd3 reports it as a generic INVALID_ARGUMENT. */
+const NO_USER_RE = /etcdserver: user name is empty/;
+
+/** Errors that retrying cannot fix: bad credentials, missing permission, a refused TLS handshake, a closed client. */
 export function isTerminalEtcdError(err: unknown): boolean {
   if (err instanceof GranaryError) return !(err instanceof UnavailableError);
+  if (err instanceof Error && (TLS_FAILURE_RE.test(err.message) || NO_USER_RE.test(err.message))) return true;
   // No etcd3 error can exist before etcd3 is loaded.
   const m = etcd3;
   return (

@@ -18,8 +18,9 @@ import { abortable, retry } from '../util/retry.js';
 import { checkInt, optionalInt } from '../util/validate.js';
 import { ETCD_BACKOFF, createEtcdClient, encodeWorkerInfo, etcdError, isTerminalEtcdError, workerKey } from './etcd.js';
 import { validateCluster, validateEndpoints, validateWorkerInfo, type WorkerInfo } from './membership-options.js';
+import { resolveEtcdSecurity, type EtcdSecurityOptions } from './etcd-security.js';
 
-export interface RegistrationOptions {
+export interface RegistrationOptions extends EtcdSecurityOptions {
   /**
    * etcd client URLs.
    * @example ['http://127.0.0.1:2379']
@@ -106,6 +107,8 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
       throw new InvalidArgumentError('Expected registration options { endpoints, cluster, info, ttlSeconds? }');
     }
     this.endpoints = validateEndpoints(options.endpoints);
+    // Read the TLS files now: a missing one fails the constructor, not a retry loop.
+    const security = resolveEtcdSecurity(this.endpoints, options);
     validateCluster(options.cluster);
     this.cluster = options.cluster;
     this.#info = validateWorkerInfo(options.info);
@@ -113,7 +116,7 @@ export class Registration extends EventEmitter<RegistrationEvents> implements As
     // 2 s is etcd's minimum lease TTL.
     this.ttlSeconds = checkInt('ttlSeconds', options.ttlSeconds ?? 10, 2);
     this.#requestTimeoutMs = optionalInt('requestTimeoutMs', options.requestTimeoutMs, 5000);
-    this.#client = createEtcdClient(this.endpoints);
+    this.#client = createEtcdClient(this.endpoints, security);
     // A failed load is reported by #run()'s first attempt.
     this.#client.catch(() => undefined);
     this.#loop = this.#run();

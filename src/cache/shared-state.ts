@@ -12,6 +12,7 @@ import { portableUfsOptions } from '../ufs/router.js';
 import { specOf, type PortableSpec } from '../ufs/portable.js';
 import type { UnderFileSystem } from '../ufs/types.js';
 import { CircuitBreaker, type BreakerOptions } from './breaker.js';
+import type { EtcdSecurityOptions } from './etcd-security.js';
 import { membershipFor } from './client-options.js';
 import { StaticMembership, type Membership, type WorkerInfo } from './membership.js';
 import { MembershipHub, PortMembership, publishTrip, type HubRef } from './membership-port.js';
@@ -31,7 +32,7 @@ export interface ClientState {
 
 /** The options a client's state is built from (a subset of `CacheClientOptions`). */
 export interface ClientStateOptions {
-  etcd?: { endpoints: string[]; cluster?: string } | undefined;
+  etcd?: ({ endpoints: string[]; cluster?: string } & EtcdSecurityOptions) | undefined;
   workers?: string[] | undefined;
   breaker?: BreakerOptions | undefined;
 }

@@ -3,6 +3,7 @@ import type { UfsOptions } from '../ufs/router.js';
 import type { UnderFileSystem } from '../ufs/types.js';
 import type { EvictionPolicyName } from './eviction.js';
 import type { WorkerHintOptions, WorkerHintStats } from './hints.js';
+import type { EtcdSecurityOptions } from './etcd-security.js';
 
 export interface WorkerOptions {
   /**
@@ -41,7 +42,7 @@ export interface WorkerOptions {
     ttlSeconds?: number;
     /** How long `startWorker` waits for the first registration before it returns anyway (it keeps trying). @default 10_000 */
     registerTimeoutMs?: number;
-  };
+  } & EtcdSecurityOptions;
   /** Require `Authorization: Bearer <token>` on every endpoint but `/healthz` (compared in constant time). */
   token?: string;
   /**

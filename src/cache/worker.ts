@@ -193,6 +193,8 @@ class Worker implements CacheWorker {
         endpoints: o.etcd.endpoints,
         cluster: o.etcd.cluster ?? 'default',
         ttlSeconds: o.etcd.ttlSeconds ?? 10,
+        auth: o.etcd.auth,
+        tls: o.etcd.tls,
         info: {
           id: this.id,
           url: this.#url,
@@ -204,8 +206,15 @@ class Worker implements CacheWorker {
       });
       this.#registration.on('failed', () => undefined);
       const wait = AbortSignal.timeout(o.etcd.registerTimeoutMs ?? 10_000);
-      await this.#registration.whenRegistered({ signal: signal ? AbortSignal.any([signal, wait]) : wait }).catch(() => undefined);
+      const reg = this.#registration;
+      // etcd unreachable: serve anyway and keep trying. Refused (wrong password, an
+      // untrusted certificate): retrying cannot help, so the worker does not start.
+      const refused = await reg.whenRegistered({ signal: signal ? AbortSignal.any([signal, wait]) : wait }).then(
+        () => undefined,
+        (err: unknown) => (reg.state === 'failed' ? err : undefined),
+      );
       throwIfAborted(signal);
+      if (refused !== undefined) throw refused;
     }
   }
 

@@ -2,6 +2,7 @@ import { InvalidArgumentError as CommanderInvalidArgument, Option, type Command 
 import { CacheClient } from '../cache/client.js';
 import { validateEndpoints, validateWorkerUrl } from '../cache/membership.js';
 import { SECTIONS } from '../config/keys.js';
+import { addEtcdSecurityOptions, ETCD_SECURITY_KEYS, etcdSecurityFrom, type EtcdSecurityValues } from './etcd-options.js';
 import { flagsFromCommand, loadConfig, type ConfigSource } from '../config/load.js';
 import { ConfigError, UnavailableError } from '../errors.js';
 import type { UnderFileSystem } from '../ufs/types.js';
@@ -19,7 +20,7 @@ export const ETCD_READY_TIMEOUT_MS = 10_000;
 /** The default cluster name, as the library uses it. */
 export const DEFAULT_CLUSTER = 'default';
 
-export interface CacheClientCliOptions extends StoreOptions {
+export interface CacheClientCliOptions extends StoreOptions, EtcdSecurityValues {
   etcd?: string | undefined;
   cluster: string;
   workers?: string | undefined;
@@ -70,7 +71,8 @@ export function addCacheClientOptions(cmd: Command): Command {
     .addOption(etcdOption())
     .addOption(clusterOption())
     .addOption(new Option('--workers <urls>', 'worker URLs, comma-separated, instead of etcd (e.g. http://127.0.0.1:7070)').env('GRANARY_WORKERS'))
-    .addOption(tokenOption('bearer token the workers require'))
+    .addOption(tokenOption('bearer token the workers require'));
+  addEtcdSecurityOptions(cmd)
     .addOption(new Option('--config <file>', 'JSON config file with cluster and store sections (flags > GRANARY_* env > file > defaults)').env('GRANARY_CONFIG'));
   return addStoreOptions(cmd);
 }
@@ -158,6 +160,7 @@ async function resolveClientConfig(cli: CacheClientCliOptions, command: Command)
     cluster: c.values.cluster,
     workers: c.values.workers?.join(','),
     token: c.values.token,
+    ...Object.fromEntries(ETCD_SECURITY_KEYS.map((k) => [k, c.values[k]])),
     s3Endpoint: st.values.s3Endpoint,
     s3Region: st.values.s3Region,
     s3PathStyle: st.values.s3PathStyle,
@@ -188,7 +191,9 @@ export async function openCache(cliOptions: CacheClientCliOptions, command: Comm
     client = checkUsage(
       () =>
         new CacheClient({
-          ...(source.kind === 'etcd' ? { etcd: { endpoints: source.endpoints, cluster: source.cluster } } : { workers: source.urls }),
+          ...(source.kind === 'etcd'
+            ? { etcd: { endpoints: source.endpoints, cluster: source.cluster, ...etcdSecurityFrom(options) } }
+            : { workers: source.urls }),
           ufs,
           ...(options.token !== undefined ? { token: options.token } : {}),
           ...(open.metadataTtlMs !== undefined ? { metadataTtlMs: open.metadataTtlMs } : {}),

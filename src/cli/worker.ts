@@ -7,6 +7,7 @@ import { flagsFromCommand, loadConfig } from '../config/load.js';
 import { SECTIONS } from '../config/keys.js';
 import { ClosedError, ConfigError } from '../errors.js';
 import { schemeOf } from '../ufs/url.js';
+import { addEtcdSecurityOptions, ETCD_SECURITY_KEYS, etcdSecurityFrom, type EtcdSecurityValues } from './etcd-options.js';
 import { clusterOption, durationParser, etcdOption, splitList, tokenOption } from './cache-options.js';
 import { checkUsage } from './errors.js';
 import { bytesParser, choiceParser, intParser } from './options.js';
@@ -16,7 +17,7 @@ import { addStoreOptions, type StoreOptions } from './store.js';
 const MiB = 1024 * 1024;
 const POLICIES: readonly EvictionPolicyName[] = ['lru', 's3fifo'];
 
-interface WorkerCliOptions extends StoreOptions {
+interface WorkerCliOptions extends StoreOptions, EtcdSecurityValues {
   host: string;
   port: number;
   id?: string | undefined;
@@ -72,7 +73,7 @@ function workerOptions(o: WorkerCliOptions, command: Command): Omit<WorkerOption
     }
     if (o.etcd !== undefined) {
       validateCluster(o.cluster, '--cluster');
-      out.etcd = { endpoints: [...validateEndpoints(splitList(o.etcd), '--etcd')], cluster: o.cluster, ttlSeconds: o.leaseTtl };
+      out.etcd = { endpoints: [...validateEndpoints(splitList(o.etcd), '--etcd')], cluster: o.cluster, ttlSeconds: o.leaseTtl, ...etcdSecurityFrom(o) };
     }
     if (o.token !== undefined) out.token = o.token;
     if (o.allow !== undefined) out.allow = o.allow;
@@ -116,6 +117,7 @@ async function resolveConfig(cli: WorkerCliOptions, command: Command): Promise<W
     etcd: c.values.etcd?.join(','),
     cluster: c.values.cluster,
     token: c.values.token,
+    ...Object.fromEntries(ETCD_SECURITY_KEYS.map((k) => [k, c.values[k]])),
     s3Endpoint: st.values.s3Endpoint,
     s3Region: st.values.s3Region,
     s3PathStyle: st.values.s3PathStyle,
@@ -138,7 +140,8 @@ export function registerWorker(program: Command): void {
     .addOption(etcdOption())
     .addOption(clusterOption())
     .addOption(new Option('--lease-ttl <seconds>', 'etcd lease TTL: how long a crashed worker stays in the ring').argParser(intParser(2, 3600)).default(10))
-    .addOption(tokenOption('require Authorization: Bearer <token> on every endpoint but /healthz'))
+    .addOption(tokenOption('require Authorization: Bearer <token> on every endpoint but /healthz'));
+  addEtcdSecurityOptions(cmd)
     .addOption(
       new Option('--allow <prefix>', 'store URL prefix this worker may read; repeat for more (default: s3://, and file:// under --file-root; http(s):// only when allowed here)').argParser(
         collect,

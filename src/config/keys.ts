@@ -73,6 +73,12 @@ export const SECTIONS = {
     cluster: { doc: 'cluster name: workers live under /granary/<name>/workers/', schema: str(), env: 'GRANARY_CLUSTER', default: 'default' },
     workers: { doc: 'worker URLs, instead of etcd', schema: urlList(), env: 'GRANARY_WORKERS' },
     token: { doc: 'bearer token the workers require', schema: str(), env: 'GRANARY_TOKEN' },
+    etcdUser: { doc: 'etcd user, for an etcd with auth enabled', schema: str(), env: 'GRANARY_ETCD_USER' },
+    etcdPassword: { doc: 'etcd password (no flag: a command line shows in ps)', schema: str(), env: 'GRANARY_ETCD_PASSWORD' },
+    etcdPasswordFile: { doc: 'file holding the etcd password', schema: str(), env: 'GRANARY_ETCD_PASSWORD_FILE' },
+    etcdCa: { doc: 'PEM CA file that signed etcd\'s certificate (https:// endpoints)', schema: str(), env: 'GRANARY_ETCD_CA' },
+    etcdCert: { doc: 'PEM client certificate for etcd (--client-cert-auth)', schema: str(), env: 'GRANARY_ETCD_CERT' },
+    etcdKey: { doc: 'PEM private key of etcdCert', schema: str(), env: 'GRANARY_ETCD_KEY' },
   }),
   store: section({
     s3Endpoint: { doc: 'S3-compatible endpoint for s3:// URLs', schema: str(), env: 'GRANARY_S3_ENDPOINT' },

@@ -7,6 +7,8 @@
  * The kernel here has no `netem`, so this is how `granary demo` and the benches
  * emulate a cloud store (s3rver behind `PROFILES.emulatedCloud`) and how fault tests
  * break the network. (`test/support/fault-proxy.ts` re-exports it for the tests.)
+ * With `countRequests` it also counts the HTTP requests clients send, by kind (GET,
+ * ranged GET, HEAD, LIST, PUT, other): the store requests a bench reports.
  *
  * @example
  * const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: s3.port }, ...PROFILES.emulatedCloud });
@@ -21,6 +23,9 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClosedError, InvalidArgumentError } from '../errors.js';
 import { checkInt, checkString } from '../util/validate.js';
+import { emptyRequestCounts, HttpRequestCounter, type StoreRequestCounts } from './http-requests.js';
+
+export type { StoreRequestCounts } from './http-requests.js';
 
 /** Network conditions; every field is live-changeable with `proxy.set()`. 0 means "none" / "unlimited". */
 export interface FaultProfile {
@@ -56,6 +61,11 @@ const NO_FAULTS: Settings = {
 export const PROFILES = {
   /** A plain pass-through. `proxy.set(PROFILES.none)` clears every setting. */
   none: { ...NO_FAULTS },
+  /**
+   * A cloud object store seen from a VM in the same region, as `npm run bench -- peers`
+   * measures it: 20 ms to first byte, 100 MB/s per connection, 400 MB/s in total.
+   */
+  sameRegion: { ...NO_FAULTS, firstByteLatencyMs: 20, bandwidthPerConnBps: 100e6, totalBandwidthBps: 400e6 },
   /** A cloud object store seen from a VM in the same region: 20 ms to first byte, 50 MB/s per connection. */
   emulatedCloud: { ...NO_FAULTS, firstByteLatencyMs: 20, bandwidthPerConnBps: 50e6 },
   /**
@@ -67,8 +77,8 @@ export const PROFILES = {
    * share waits on the store, as real jobs do. `granary demo` uses it by default.
    */
   trainingNode: { ...NO_FAULTS, firstByteLatencyMs: 20, bandwidthPerConnBps: 50e6, totalBandwidthBps: 25e6 },
-  /** A cross-region store: 80 ms to first byte, 5 ms each way, 20 MB/s per connection, 200 MB/s in total. */
-  crossRegion: { ...NO_FAULTS, firstByteLatencyMs: 80, upLatencyMs: 5, downLatencyMs: 5, bandwidthPerConnBps: 20e6, totalBandwidthBps: 200e6 },
+  /** A cross-region store: 80 ms to first byte, 30 MB/s per connection, 120 MB/s in total. */
+  crossRegion: { ...NO_FAULTS, firstByteLatencyMs: 80, bandwidthPerConnBps: 30e6, totalBandwidthBps: 120e6 },
   /** A slow, congested link: 50 ms each way, 1 MB/s per connection. */
   slowLink: { ...NO_FAULTS, upLatencyMs: 50, downLatencyMs: 50, connectLatencyMs: 50, bandwidthPerConnBps: 1e6 },
 } as const satisfies Record<string, Settings>;
@@ -94,6 +104,11 @@ export interface FaultProxyOptions extends FaultProfile {
   host?: string;
   /** Port to listen on. @default 0 (ephemeral) */
   port?: number;
+  /**
+   * Parse the HTTP/1.1 requests clients send and count them by kind (`stats().requests`):
+   * for benches that report store requests. @default false (no parsing cost)
+   */
+  countRequests?: boolean;
 }
 
 export interface FaultProxyStats {
@@ -110,6 +125,8 @@ export interface FaultProxyStats {
   /** Bytes dropped by `cut('up')` / `cut('down')`. */
   droppedUp: number;
   droppedDown: number;
+  /** HTTP requests clients sent, by kind; all 0 unless the proxy was started with `countRequests`. */
+  requests: StoreRequestCounts;
 }
 
 export interface FaultProxy {
@@ -224,7 +241,11 @@ class Connection {
   start(): void {
     const { client } = this;
     client.setNoDelay(true);
-    client.on('data', (b: Buffer) => this.pipes.up.push(b));
+    const counter = this.proxy.requestCounts ? new HttpRequestCounter(this.proxy.requestCounts) : undefined;
+    client.on('data', (b: Buffer) => {
+      counter?.push(b);
+      this.pipes.up.push(b);
+    });
     client.on('end', () => this.pipes.up.end());
     client.on('error', () => this.abort(true));
     client.on('close', (hadError) => this.abort(hadError));
@@ -408,9 +429,12 @@ class FaultProxyImpl implements FaultProxy {
   #refuse: RefuseMode | null = null;
   #closing: Promise<void> | undefined;
   #stats = { connections: 0, refused: 0, bytesUp: 0, bytesDown: 0, droppedUp: 0, droppedDown: 0 };
+  /** Set when counting requests: every connection's parser adds to it. */
+  readonly requestCounts: StoreRequestCounts | undefined;
 
   constructor(options: FaultProxyOptions) {
-    const { target, host, port: _port, ...profile } = options;
+    const { target, host, port: _port, countRequests, ...profile } = options;
+    this.requestCounts = countRequests === true ? emptyRequestCounts() : undefined;
     const t = target as Partial<FaultProxyOptions['target']> | undefined;
     this.target = { host: checkString('target.host', t?.host), port: checkInt('target.port', t?.port, 1, 65535) };
     checkProfile(profile);
@@ -534,7 +558,7 @@ class FaultProxyImpl implements FaultProxy {
   }
 
   stats(): FaultProxyStats {
-    return { ...this.#stats, activeConnections: this.connections.size };
+    return { ...this.#stats, activeConnections: this.connections.size, requests: { ...(this.requestCounts ?? emptyRequestCounts()) } };
   }
 
   close(): Promise<void> {

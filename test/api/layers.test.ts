@@ -18,6 +18,7 @@ const RANK: Record<string, number> = {
   loader: 1,
   gen: 2,
   netem: 2,
+  fuse: 2,
   config: 3,
   demo: 4,
   cli: 5,

@@ -8,6 +8,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { request } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -37,6 +39,19 @@ export interface StartEtcdOptions {
   readyTimeoutMs?: number;
   /** Member name (default `granary-test`). */
   name?: string;
+  /**
+   * Serve clients over TLS (`https://` endpoint) with this server certificate; with
+   * `clientCertAuth`, etcd also requires a client certificate signed by `caFile`
+   * (`--client-cert-auth`). The health check then presents `clientCertFile`.
+   */
+  tls?: {
+    caFile: string;
+    certFile: string;
+    keyFile: string;
+    clientCertAuth?: boolean;
+    clientCertFile?: string;
+    clientKeyFile?: string;
+  };
 }
 
 const SKIP_REASON = 'binary `etcd` not found on PATH (apt-get install etcd-server)';
@@ -104,7 +119,7 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdSer
     const clientPort = await freePort();
     const peerPort = await freePort();
     if (clientPort === peerPort) continue;
-    const server = new EtcdProcess(bin, name, dataDir, clientPort, peerPort, readyTimeoutMs);
+    const server = new EtcdProcess(bin, name, dataDir, clientPort, peerPort, readyTimeoutMs, options.tls);
     try {
       await server.start();
       return server;
@@ -130,8 +145,9 @@ class EtcdProcess implements EtcdServer {
     readonly clientPort: number,
     readonly peerPort: number,
     private readonly readyTimeoutMs: number,
+    private readonly tls?: StartEtcdOptions['tls'],
   ) {
-    this.endpoint = `http://127.0.0.1:${clientPort}`;
+    this.endpoint = `${tls ? 'https' : 'http'}://127.0.0.1:${clientPort}`;
   }
 
   get pid(): number | undefined {
@@ -160,6 +176,10 @@ class EtcdProcess implements EtcdServer {
       '--log-outputs=stderr',
       '--log-level=error',
     ];
+    if (this.tls) {
+      args.push(`--cert-file=${this.tls.certFile}`, `--key-file=${this.tls.keyFile}`, `--trusted-ca-file=${this.tls.caFile}`);
+      if (this.tls.clientCertAuth === true) args.push('--client-cert-auth');
+    }
     this.#stderrTail = '';
     const child = spawn(this.bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     if (child.pid === undefined) {
@@ -188,15 +208,42 @@ class EtcdProcess implements EtcdServer {
         throw new Error(`etcd on ${this.endpoint} exited during startup (code ${String(child.exitCode)}): ${this.#stderrTail.trim()}`);
       }
       try {
-        const res = await fetch(`${this.endpoint}/health`, { signal: AbortSignal.timeout(1000) });
-        const body = (await res.json()) as { health?: unknown };
-        if (res.ok && (body.health === 'true' || body.health === true)) return;
+        if (await this.#healthy()) return;
       } catch {
         // not listening yet
       }
       await new Promise((r) => setTimeout(r, 50));
     }
     throw new Error(`etcd on ${this.endpoint} not healthy after ${this.readyTimeoutMs} ms: ${this.#stderrTail.trim()}`);
+  }
+
+  async #healthy(): Promise<boolean> {
+    const tls = this.tls;
+    if (!tls) {
+      const res = await fetch(`${this.endpoint}/health`, { signal: AbortSignal.timeout(1000) });
+      const body = (await res.json()) as { health?: unknown };
+      return res.ok && (body.health === 'true' || body.health === true);
+    }
+    // fetch cannot present a client certificate: node:https can.
+    const text = await new Promise<string>((resolve, reject) => {
+      const req = request(`${this.endpoint}/health`, {
+        ca: readFileSync(tls.caFile),
+        ...(tls.clientCertFile !== undefined ? { cert: readFileSync(tls.clientCertFile) } : {}),
+        ...(tls.clientKeyFile !== undefined ? { key: readFileSync(tls.clientKeyFile) } : {}),
+        timeout: 1000,
+      }, (res) => {
+        let data = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (data += c));
+        res.on('end', () => resolve(res.statusCode === 200 ? data : ''));
+        res.on('error', reject);
+      });
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.on('error', reject);
+      req.end();
+    });
+    const body = (text === '' ? {} : JSON.parse(text)) as { health?: unknown };
+    return body.health === 'true' || body.health === true;
   }
 
   async stop(graceMs = 5000): Promise<void> {
@@ -233,5 +280,23 @@ class EtcdProcess implements EtcdServer {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+}
+
+/**
+ * `etcdctl user add root:<password>` then `etcdctl auth enable` (with the root role
+ * that `auth enable` needs), through etcd3's client since Debian's `etcd-server`
+ * ships no etcdctl. From then on every request needs the user and password.
+ */
+export async function enableEtcdAuth(server: EtcdServer, password: string): Promise<void> {
+  const { Etcd3 } = await import('etcd3');
+  const client = new Etcd3({ hosts: [server.endpoint] });
+  try {
+    await client.user('root').create(password);
+    await client.role('root').create();
+    await client.user('root').addRole('root');
+    await client.auth.authEnable();
+  } finally {
+    client.close();
   }
 }

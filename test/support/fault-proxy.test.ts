@@ -3,9 +3,11 @@ import http from 'node:http';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Agent, request } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PROFILES, startFaultProxy, type FaultProxy } from './fault-proxy.js';
+import { startS3rver } from './s3rver.js';
 import { waitFor } from './wait.js';
 
 /** A TCP echo server that also counts what it received. */
@@ -333,5 +335,72 @@ describe('fault proxy', () => {
     await proxy.close();
     expect(await d).toBe('closed');
     expect(() => proxy.stall()).toThrow(expect.objectContaining({ code: 'GRANARY_ERR_CLOSED' }) as Error);
+  });
+});
+
+describe('fault proxy request counting', () => {
+  it('counts S3 requests by kind and new connections, without parsing bodies as requests', async () => {
+    const s3 = await startS3rver({ buckets: ['count'] });
+    const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: s3.port }, countRequests: true });
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const client = new S3Client({
+      endpoint: proxy.url,
+      region: 'us-east-1',
+      forcePathStyle: true,
+      credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      requestHandler: { httpAgent: agent },
+    });
+    try {
+      // A body that looks like request heads must not be counted as requests.
+      const body = Buffer.from('GET /count/x HTTP/1.1\r\nHost: a\r\n\r\nHEAD /count/y HTTP/1.1\r\n\r\n'.repeat(1000));
+      await client.send(new PutObjectCommand({ Bucket: 'count', Key: 'a/one', Body: body }));
+      await client.send(new PutObjectCommand({ Bucket: 'count', Key: 'a/two', Body: randomBytes(300_000) }));
+      const whole = await client.send(new GetObjectCommand({ Bucket: 'count', Key: 'a/one' }));
+      expect(Buffer.from(await whole.Body!.transformToByteArray()).equals(body)).toBe(true);
+      const ranged = await client.send(new GetObjectCommand({ Bucket: 'count', Key: 'a/two', Range: 'bytes=0-9' }));
+      expect((await ranged.Body!.transformToByteArray()).byteLength).toBe(10);
+      await client.send(new HeadObjectCommand({ Bucket: 'count', Key: 'a/two' }));
+      const listed = await client.send(new ListObjectsV2Command({ Bucket: 'count', Prefix: 'a/' }));
+      expect(listed.KeyCount).toBe(2);
+      await client.send(new DeleteObjectCommand({ Bucket: 'count', Key: 'a/two' }));
+      const stats = proxy.stats();
+      expect(stats.requests).toEqual({ get: 1, rangedGet: 1, head: 1, list: 1, put: 2, other: 1 });
+      // One keep-alive socket carried all seven requests.
+      expect(stats.connections).toBe(1);
+      expect(stats.bytesDown).toBeGreaterThan(body.byteLength);
+      // A chunked upload is skipped chunk by chunk; a second socket is a second connection.
+      const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+        const req = http.request(`${proxy.url}/count/`, { method: 'POST', headers: { 'transfer-encoding': 'chunked' }, agent: false }, resolve);
+        req.on('error', reject);
+        req.write('HEAD / HTTP/1.1\r\n\r\n');
+        req.end('GET /count/z HTTP/1.1\r\n\r\n');
+      });
+      res.resume();
+      await new Promise((resolve) => res.once('end', resolve));
+      expect(proxy.stats().requests).toEqual({ get: 1, rangedGet: 1, head: 1, list: 1, put: 2, other: 2 });
+      expect(proxy.stats().connections).toBe(2);
+    } finally {
+      client.destroy();
+      agent.destroy();
+      await proxy.close();
+      await s3.close();
+    }
+  });
+
+  it('counts nothing unless asked', async () => {
+    const echo = await startEcho();
+    const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: echo.port } });
+    try {
+      const c = await connect(proxy.port);
+      c.write('GET / HTTP/1.1\r\n\r\n');
+      await readN(c, 18);
+      c.destroy();
+      expect(proxy.stats().requests).toEqual({ get: 0, rangedGet: 0, head: 0, list: 0, put: 0, other: 0 });
+    } finally {
+      await proxy.close();
+      await echo.close();
+    }
   });
 });
