@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { ProfileName } from '../../src/netem/fault-proxy.js';
+import type { LoaderRow, LoaderRowsOptions } from '../peers-loader.js';
 import { startS3rver, type S3rverHandle } from '../../test/support/s3rver.js';
 import { startProxyProcess, type ProxyProcess } from '../lib/proxy.js';
 import { uploadData, type Workload } from './data.js';
@@ -32,26 +33,7 @@ export async function startStore(cleanups: Cleanups, profile: ProfileName, ws: r
   return { s3, proxy, bucket, digests };
 }
 
-/** What bench/peers-loader.ts exports (written separately; absent until it exists). */
-export interface LoaderRowsOptions {
-  profile: string;
-  quick: boolean;
-  workDir: string;
-  log: (line: string) => void;
-}
-
-export interface LoaderRow {
-  workload: string;
-  contender: string;
-  pass: string;
-  wallS: number;
-  rate: number;
-  unit: string;
-  verified: boolean;
-  storeRequests?: Record<string, number>;
-  cpuS?: Record<string, number>;
-  note?: string;
-}
+export type { LoaderRow, LoaderRowsOptions } from '../peers-loader.js';
 
 interface LoaderModule {
   loaderRows(o: LoaderRowsOptions): Promise<LoaderRow[]>;
