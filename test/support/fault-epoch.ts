@@ -87,7 +87,7 @@ export interface EpochOptions {
   shuffle?: BatchesOptions['shuffle'];
   /** Options of each rank's client, over `cluster.clientOptions()`. */
   client?: Partial<CacheClientOptions>;
-  /** Options of each rank's dataset. @default { decodeThreads: 1 } */
+  /** Options of each rank's dataset. @default { decodeThreads: 1, loaderThread: false } */
   dataset?: Partial<DatasetOptions>;
   /** Options of each rank's `batches` call, over the ones above. */
   batches?: Partial<BatchesOptions>;
@@ -126,7 +126,7 @@ export interface FaultCluster {
 
 /** Rows of the dataset at `prefix` read straight from `fs` in file order, as digests. */
 export async function readReference(fs: CacheClient | S3Ufs, prefix: string | string[]): Promise<Reference> {
-  const ds = await Dataset.parquet(prefix, { fs, decodeThreads: 1 });
+  const ds = await Dataset.parquet(prefix, { fs, decodeThreads: 1, loaderThread: false });
   try {
     const byId = new Map<number, string>();
     for await (const b of ds.batches({ batchSize: 1000, shuffle: false, hints: false })) digestRows(b, byId);
@@ -161,6 +161,8 @@ export async function startFaultCluster(options: FaultClusterOptions = {}): Prom
     const reference = await readReference(direct, prefix);
 
     const workers: FaultWorker[] = [];
+    // One at a time: each is a node + tsx process, and booting several at once on a busy
+    // two-core machine can take longer than the spawn timeout.
     for (let i = 0; i < n; i++) {
       const w = await startFaultWorker(i, {
         id: `w${i}`,
@@ -247,7 +249,7 @@ async function runEpochOn(prefix: string, clientOptions: (o?: Partial<CacheClien
     result.ranks.push(r);
     let ds: Dataset | undefined;
     try {
-      ds = await Dataset.parquet(prefix, { fs, decodeThreads: 1, ...o.dataset });
+      ds = await Dataset.parquet(prefix, { fs, decodeThreads: 1, loaderThread: false, ...o.dataset });
       const stream = ds.batches({ batchSize: o.batchSize ?? 200, epoch: o.epoch ?? 0, seed: o.seed ?? 11, shuffle: o.shuffle ?? true, rank, worldSize, prefetch: 2, ...o.batches });
       for await (const batch of stream) {
         r.batches++;
