@@ -32,7 +32,7 @@ import { startS3rver, type S3rverHandle } from './s3rver.js';
 import { spawnWorker, type WorkerProcess } from './workers.js';
 import { digestRows, type EpochResult, type Reference } from './fault-verify.js';
 
-export { verifyEpoch, versionOf, type EpochResult, type Reference, type RankResult } from './fault-verify.js';
+export { verifyEpoch, verifyNoMix, describeError, versionOf, type EpochResult, type Reference, type RankResult } from './fault-verify.js';
 
 const KiB = 1024;
 
@@ -119,8 +119,12 @@ export interface FaultCluster {
   clientOptions(overrides?: Partial<CacheClientOptions>): CacheClientOptions;
   /** One full epoch over all ranks; never throws for a rank's failure (see `EpochResult.error`). */
   runEpoch(options?: EpochOptions): Promise<EpochResult>;
-  /** Overwrite file `index` with rows regenerated from `seed` (same ids, other values); returns their digests. */
-  overwrite(index: number, seed: number): Promise<Reference>;
+  /**
+   * Overwrite file `index` in the store with rows regenerated from `seed` (same ids,
+   * other values); `reference()` of the new version reads it back (kept apart, so the
+   * write itself is quick).
+   */
+  overwrite(index: number, seed: number): Promise<{ url: string; reference: () => Promise<Reference> }>;
   close(): Promise<void>;
 }
 
@@ -188,12 +192,12 @@ export async function startFaultCluster(options: FaultClusterOptions = {}): Prom
 
     const runEpoch = (o: EpochOptions = {}): Promise<EpochResult> => runEpochOn(prefix, clientOptions, o);
 
-    const overwrite = async (index: number, seed: number): Promise<Reference> => {
+    const overwrite = async (index: number, seed: number): Promise<{ url: string; reference: () => Promise<Reference> }> => {
       const file = dataset.files[index];
       if (!file) throw new Error(`no file ${index}`);
       const bytes = encodeParquetFile(resolveTableOptions({ ...genOptions, seed }), index);
       await direct.write(file.url, bytes);
-      return readReference(direct, [file.url]);
+      return { url: file.url, reference: () => readReference(direct, [file.url]) };
     };
 
     return { etcd, s3, store, workers, cluster, dataset, prefix, s3Options, direct, reference, clientOptions, runEpoch, overwrite, close };
@@ -249,6 +253,8 @@ async function runEpochOn(prefix: string, clientOptions: (o?: Partial<CacheClien
     result.ranks.push(r);
     let ds: Dataset | undefined;
     try {
+      // Membership first: reads made before it is known go straight to the store.
+      await fs.ready();
       ds = await Dataset.parquet(prefix, { fs, decodeThreads: 1, loaderThread: false, ...o.dataset });
       const stream = ds.batches({ batchSize: o.batchSize ?? 200, epoch: o.epoch ?? 0, seed: o.seed ?? 11, shuffle: o.shuffle ?? true, rank, worldSize, prefetch: 2, ...o.batches });
       for await (const batch of stream) {

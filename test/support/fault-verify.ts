@@ -102,3 +102,19 @@ export function verifyEpoch(r: EpochResult, reference: Reference, options: Verif
   }
   return { rows: r.byId.size };
 }
+
+/**
+ * For an epoch that may have stopped early: no row yielded twice, and the rows yielded
+ * of each file all match one version of it (never a mix of two, never other bytes).
+ * Returns the version index each file's yielded rows matched (-1 for a file with none).
+ */
+export function verifyNoMix(r: EpochResult, files: readonly { url: string; firstId: number; rows: number }[], versions: readonly Reference[]): number[] {
+  if (r.duplicates.length > 0) throw new Error(`${r.duplicates.length} rows yielded more than once (first ids: ${r.duplicates.slice(0, 5).join(', ')})`);
+  return files.map((f) => {
+    const ids = Array.from({ length: f.rows }, (_, i) => f.firstId + i).filter((id) => r.byId.has(id));
+    if (ids.length === 0) return -1;
+    const v = versionOf(r.byId, ids, versions);
+    if (v < 0) throw new Error(`the ${ids.length} rows yielded of ${f.url} match no single version of it`);
+    return v;
+  });
+}
