@@ -9,6 +9,8 @@ export interface WorkerMetrics {
   bytesFromStore: Counter;
   storeRequests: Counter<'kind'>;
   evictions: Gauge;
+  /** Disk tier operations that failed (ENOSPC, EIO, ...) since start: each page was served from memory or the store instead. */
+  diskErrors: Gauge;
   requests: Counter<'endpoint' | 'status'>;
   /** Requests refused by the worker's policy (token, allow, fileRoot, address guard), by reason. */
   refused: Counter<'reason'>;
@@ -34,6 +36,7 @@ export function createWorkerMetrics(workerId: string): WorkerMetrics {
       registers: r,
     }),
     evictions: new Gauge({ name: 'granary_worker_evictions', help: 'Pages evicted since start (both tiers)', registers: r }),
+    diskErrors: new Gauge({ name: 'granary_worker_disk_errors', help: 'Disk tier writes, reads and unlinks that failed since start', registers: r }),
     requests: new Counter({
       name: 'granary_worker_requests_total',
       help: 'HTTP requests, by endpoint and status',
