@@ -46,6 +46,7 @@ async function main(): Promise<void> {
     errorSamples: [],
     bytes: 0,
   };
+  process.stdout.write('started\n');
   const end = performance.now() + cfg.seconds * 1000;
   const loop = async (i: number): Promise<void> => {
     const rng = new SplitMix32(cfg.seed * 1000 + i);
@@ -53,7 +54,9 @@ async function main(): Promise<void> {
       const kind = pick(rng);
       const t = performance.now();
       try {
-        result.bytes += await one(fs, cfg, rng, kind);
+        // Not `result.bytes += await ...`: that reads `result.bytes` before the await and loses other loops' bytes.
+        const n = await one(fs, cfg, rng, kind);
+        result.bytes += n;
         result.latenciesMs[kind].push(Math.round((performance.now() - t) * 100) / 100);
         result.ops[kind]++;
       } catch (err) {

@@ -42,12 +42,19 @@ function rssMiB(pid: number): number {
   return m ? Number(m[1]) / 1024 : Number.NaN;
 }
 
+/** Seconds since the sampler started at which each client process began its loops. */
+const started: number[] = [];
+let t0 = 0;
+
 function runClient(cfg: LoadClientConfig): Promise<LoadClientResult> {
   const child = spawn(process.execPath, ['--import', 'tsx', new URL('./load-client.ts', import.meta.url).pathname, JSON.stringify(cfg)], { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     const rl = createInterface({ input: child.stdout });
     let last = '';
-    rl.on('line', (l) => (last = l));
+    rl.on('line', (l) => {
+      if (l === 'started') started.push((performance.now() - t0) / 1000);
+      else last = l;
+    });
     child.on('error', reject);
     child.on('close', (code) => (code === 0 ? resolve(JSON.parse(last) as LoadClientResult) : reject(new Error(`load client exited with ${String(code)}`))));
   });
@@ -80,7 +87,7 @@ try {
   await warm.close();
 
   const rss: { t: number; mib: number[] }[] = [];
-  const t0 = performance.now();
+  t0 = performance.now();
   const sampler = setInterval(() => rss.push({ t: Math.round((performance.now() - t0) / 1000), mib: workers.map((w) => Math.round(rssMiB(w.pid))) }), 2000);
   const results = await Promise.all(
     Array.from({ length: procs }, (_, p) =>
@@ -97,7 +104,9 @@ try {
   const bytes = results.reduce((a, r) => a + r.bytes, 0);
   const infos = await Promise.all(workers.map(async (w) => (await (await fetch(`${w.url}/v1/info`)).json()) as { counters: { hits: number; misses: number; storeRequests: number } }));
   const row = (name: string, xs: number[]): (string | number)[] => [name, xs.length, fmt(xs.length / seconds, 0), fmt(quantile(xs, 0.5), 2), fmt(quantile(xs, 0.99), 1), fmt(quantile(xs, 0.999), 1)];
-  const half = rss.filter((s) => s.t >= seconds / 2);
+  // Growth over the second half of the load (the clients start seconds after the sampler).
+  const loadStart = Math.max(0, ...started);
+  const half = rss.filter((s) => s.t >= loadStart + seconds / 2);
   const summary = {
     seconds,
     wallSeconds: wall,
@@ -115,6 +124,7 @@ try {
     latencyMs: Object.fromEntries(KINDS.map((k) => [k, { n: lat[k].length, p50: quantile(lat[k], 0.5), p99: quantile(lat[k], 0.99), p999: quantile(lat[k], 0.999) }])),
     allLatencyMs: { p50: quantile(all, 0.5), p99: quantile(all, 0.99), p999: quantile(all, 0.999) },
     idleRssMiB: idleRss,
+    loadStartedAtSecond: loadStart,
     rssMiB: rss,
     maxRssMiB: workers.map((_, i) => Math.max(...rss.map((s) => s.mib[i] ?? 0))),
     rssSecondHalfGrowthMiB: workers.map((_, i) => (half.at(-1)?.mib[i] ?? 0) - (half[0]?.mib[i] ?? 0)),
@@ -125,7 +135,7 @@ try {
   process.stdout.write(
     `${markdownTable(['kind', 'ops', 'ops/s', 'p50 ms', 'p99 ms', 'p999 ms'], [...KINDS.map((k) => row(k, lat[k])), row('all', all)], ['l', 'r', 'r', 'r', 'r', 'r'])}\n\n` +
       `${summary.clients} clients in ${procs} processes, ${seconds} s: ${fmt(summary.opsPerSec, 0)} ops/s, ${fmt(summary.mbPerSec, 0)} MB/s, ${errors} errors\n` +
-      `worker RSS MiB idle ${idleRss.map((x) => fmt(x, 0)).join('/')}, max ${summary.maxRssMiB.join('/')}, second-half growth ${summary.rssSecondHalfGrowthMiB.join('/')} (page budget ${memoryMiB} MiB each)\n` +
+      `worker RSS MiB idle ${idleRss.map((x) => fmt(x, 0)).join('/')}, max ${summary.maxRssMiB.join('/')}, growth over the load's second half ${summary.rssSecondHalfGrowthMiB.join('/')} (load from ${fmt(loadStart, 0)} s; page budget ${memoryMiB} MiB each)\n` +
       `rss over time: ${rss.map((s) => `${s.t}s:${s.mib.join('/')}`).join(' ')}\n`,
   );
   process.stdout.write(`wrote ${writeResults('load', summary)}\n`);
