@@ -9,7 +9,8 @@ import { startFaultCluster, verifyEpoch, type FaultCluster } from '../support/fa
 describe.runIf(etcdAvailable())('fault: a worker SIGKILLed mid-epoch', () => {
   let c: FaultCluster;
   beforeAll(async () => {
-    c = await startFaultCluster({ workers: 3, leaseTtlSeconds: 60 });
+    // With HTTP fault proxies in front of the workers too, so the baseline covers that path of the harness.
+    c = await startFaultCluster({ workers: 3, leaseTtlSeconds: 60, workerHttpFaults: true });
   }, 120_000);
   afterAll(async () => {
     await c?.close();
@@ -19,6 +20,7 @@ describe.runIf(etcdAvailable())('fault: a worker SIGKILLed mid-epoch', () => {
     const r = await c.runEpoch({ epoch: 0 });
     expect(verifyEpoch(r, c.reference).rows).toBe(c.dataset.rows);
     expect(r.stats.bytesFromCache).toBeGreaterThan(0);
+    expect(c.workers.every((w) => (w.http?.stats().forwarded ?? 0) > 0)).toBe(true);
   });
 
   it('falls back to the store for the killed worker and yields every row exactly once', async () => {

@@ -51,6 +51,12 @@ export interface FaultClusterOptions {
   leaseTtlSeconds?: number;
   /** Extra options of worker `i` (a disk tier, a smaller memory tier). */
   worker?: (index: number) => Partial<WorkerOptions>;
+  /**
+   * Put an HTTP fault proxy between each worker's TCP proxy and the worker
+   * (`FaultWorker.http`), for faults inside worker responses (bytes altered in a body).
+   * @default false
+   */
+  workerHttpFaults?: boolean;
 }
 
 /** One worker: a child process behind its own TCP fault proxy, which is the URL it advertises. */
@@ -60,6 +66,8 @@ export interface FaultWorker {
   /** The proxy's URL: what clients reach. */
   readonly url: string;
   readonly proxy: FaultProxy;
+  /** With `workerHttpFaults`: the HTTP fault proxy behind `proxy`, in front of the worker. */
+  readonly http: HttpFaultProxy | undefined;
   /** The process, while it runs. */
   readonly process: WorkerProcess | undefined;
   /** SIGKILL (its lease stays until it expires). */
@@ -168,7 +176,7 @@ export async function startFaultCluster(options: FaultClusterOptions = {}): Prom
     // One at a time: each is a node + tsx process, and booting several at once on a busy
     // two-core machine can take longer than the spawn timeout.
     for (let i = 0; i < n; i++) {
-      const w = await startFaultWorker(i, {
+      const w = await startFaultWorker(i, options.workerHttpFaults === true, {
         id: `w${i}`,
         pageSize: 16 * KiB,
         memoryBytes: 64 * 1024 * KiB,
@@ -177,7 +185,7 @@ export async function startFaultCluster(options: FaultClusterOptions = {}): Prom
         etcd: { endpoints: [etcd.endpoint], cluster, ttlSeconds: options.leaseTtlSeconds ?? 10 },
         ...options.worker?.(i),
       });
-      cleanup.push(() => w.kill().then(() => w.proxy.close()));
+      cleanup.push(() => w.kill().then(() => Promise.all([w.proxy.close(), w.http?.close()])));
       workers.push(w);
     }
 
@@ -207,12 +215,14 @@ export async function startFaultCluster(options: FaultClusterOptions = {}): Prom
   }
 }
 
-async function startFaultWorker(index: number, options: WorkerOptions & { id: string }): Promise<FaultWorker> {
+async function startFaultWorker(index: number, httpFaults: boolean, options: WorkerOptions & { id: string }): Promise<FaultWorker> {
   const port = await freePort();
-  const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port } });
+  const http = httpFaults ? await startHttpFaultProxy({ target: { host: '127.0.0.1', port } }) : undefined;
+  const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: http?.port ?? port } });
   const opts: WorkerOptions = { ...options, port, advertiseUrl: proxy.url };
   let proc: WorkerProcess | undefined = await spawnWorker(opts).catch(async (err: unknown) => {
     await proxy.close();
+    await http?.close();
     throw err;
   });
   const alive = (): boolean => proc !== undefined && proc.child.exitCode === null && proc.child.signalCode === null;
@@ -221,6 +231,7 @@ async function startFaultWorker(index: number, options: WorkerOptions & { id: st
     id: options.id,
     url: proxy.url,
     proxy,
+    http,
     get process() {
       return proc;
     },
