@@ -159,7 +159,7 @@ export class CacheClient implements UnderFileSystem {
       bytesFromCache: this.#counts.bytesFromCache + local.bytesFromCache,
       ufsRequests: ufs.list + ufs.stat + ufs.get + ufs.put + ufs.delete,
       ufs,
-      shortCircuit: this.#shortCircuit?.stats() ?? { hits: 0, misses: 0, bytes: 0 },
+      shortCircuit: this.#shortCircuit?.stats() ?? { hits: 0, misses: 0, bytes: 0, workers: 0 },
     };
   }
 

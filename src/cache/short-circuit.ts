@@ -37,6 +37,8 @@ export interface ShortCircuitStats {
   misses: number;
   /** Bytes read from the tier. */
   bytes: number;
+  /** Workers whose tier this client found it can read. */
+  workers: number;
 }
 
 /** The `shortCircuit` option, else `GRANARY_SHORT_CIRCUIT` (`0`, `false`, `no`, `off` turn it off), else on. */
@@ -64,7 +66,9 @@ export interface ShortCircuitPart {
 }
 
 interface Probe {
-  target: Promise<ShortCircuitInfo | undefined>;
+  /** The answer, once the probe is done. */
+  target: ShortCircuitInfo | undefined;
+  done: boolean;
   /** When a failed probe may be retried; `Infinity` for an answer (usable or not). */
   retryAt: number;
 }
@@ -72,7 +76,7 @@ interface Probe {
 export class ShortCircuitReader {
   readonly #transport: WorkerTransport;
   readonly #probes = new Map<string, Probe>();
-  readonly #counts: ShortCircuitStats = { hits: 0, misses: 0, bytes: 0 };
+  readonly #counts: ShortCircuitStats = { hits: 0, misses: 0, bytes: 0, workers: 0 };
 
   constructor(transport: WorkerTransport) {
     this.#transport = transport;
@@ -85,11 +89,12 @@ export class ShortCircuitReader {
   /**
    * Read one part from worker `w`'s tier. True: the bytes are in place and verified.
    * False: use the normal path (nothing counted as an error; the part's bytes in `out`
-   * are garbage until then).
+   * are garbage until then). The first read for a worker starts its probe and goes over
+   * HTTP: a read never waits on a probe (a stalled worker would stall it twice).
    */
   async read(w: WorkerInfo | undefined, p: ShortCircuitPart): Promise<boolean> {
     if (w === undefined) return false;
-    const t = await this.#target(w);
+    const t = this.#target(w);
     if (t === undefined) return false;
     const ps = t.pageSize;
     const { first, count } = pagesForRange(p.offset, p.length, ps);
@@ -120,13 +125,27 @@ export class ShortCircuitReader {
     return true;
   }
 
-  #target(w: WorkerInfo): Promise<ShortCircuitInfo | undefined> {
+  #target(w: WorkerInfo): ShortCircuitInfo | undefined {
     const key = `${w.id}\n${w.url}`;
     const known = this.#probes.get(key);
-    if (known !== undefined && Date.now() < known.retryAt) return known.target;
-    const probe: Probe = { target: this.#probe(w, () => (probe.retryAt = Date.now() + REPROBE_MS)), retryAt: Infinity };
+    if (known !== undefined && (!known.done || Date.now() < known.retryAt)) return known.target;
+    const probe: Probe = { target: undefined, done: false, retryAt: Infinity };
     this.#probes.set(key, probe);
-    return probe.target;
+    const retryLater = (): void => {
+      probe.retryAt = Date.now() + REPROBE_MS;
+    };
+    void this.#probe(w, retryLater).then(
+      (target) => {
+        probe.target = target;
+        probe.done = true;
+        if (target !== undefined) this.#counts.workers++;
+      },
+      () => {
+        probe.done = true;
+        retryLater();
+      },
+    );
+    return undefined;
   }
 
   async #probe(w: WorkerInfo, unreachable: () => void): Promise<ShortCircuitInfo | undefined> {
