@@ -276,6 +276,7 @@ export class CacheClient implements UnderFileSystem {
     // Aborting a queued task's signal removes it from the queue and rejects it; never
     // `queue.clear()`, which drops tasks without settling them.
     this.#calls.end(reasonFor, closedError);
+    this.#shortCircuit?.close();
     const errors: unknown[] = [];
     const step = async (fn: () => Promise<unknown>): Promise<void> => {
       await fn().catch((e: unknown) => errors.push(e));

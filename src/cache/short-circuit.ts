@@ -77,6 +77,8 @@ export class ShortCircuitReader {
   readonly #transport: WorkerTransport;
   readonly #probes = new Map<string, Probe>();
   readonly #counts: ShortCircuitStats = { hits: 0, misses: 0, bytes: 0, workers: 0 };
+  /** Ends the probes in flight when the client closes. */
+  readonly #closed = new AbortController();
 
   constructor(transport: WorkerTransport) {
     this.#transport = transport;
@@ -84,6 +86,11 @@ export class ShortCircuitReader {
 
   stats(): ShortCircuitStats {
     return { ...this.#counts };
+  }
+
+  /** Abort the probes in flight (the client is closing). */
+  close(): void {
+    this.#closed.abort();
   }
 
   /**
@@ -151,8 +158,8 @@ export class ShortCircuitReader {
   async #probe(w: WorkerInfo, unreachable: () => void): Promise<ShortCircuitInfo | undefined> {
     let info: WorkerInfoResponse;
     try {
-      // No caller's signal: the answer serves every later read, whichever call asked first.
-      info = (await this.#transport.getJson<WorkerInfoResponse>(w, Paths.info, {}, undefined)).value;
+      // Not the caller's signal: the answer serves every later read, whichever call asked first.
+      info = (await this.#transport.getJson<WorkerInfoResponse>(w, Paths.info, {}, this.#closed.signal)).value;
     } catch {
       unreachable();
       return undefined;
