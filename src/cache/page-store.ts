@@ -275,6 +275,19 @@ export class PageStore implements AsyncDisposable {
     if (this.#diskPolicy !== undefined && !this.#disk.has(key)) await this.#diskInsert(key, page, options.hint);
   }
 
+  /**
+   * Tell the eviction policies that a page was read elsewhere (a client read its file
+   * directly). True when either tier holds it; nothing is read or counted.
+   */
+  touch(key: PageKey, options: { hint?: AccessHint | undefined } = {}): boolean {
+    this.#checkOpen('touch');
+    const inMemory = this.#mem.has(key);
+    if (inMemory) this.#memPolicy.touch(key, options.hint);
+    const onDisk = this.#disk.has(key);
+    if (onDisk) this.#diskPolicy?.touch(key, options.hint);
+    return inMemory || onDisk;
+  }
+
   /** Whether either tier holds the key (a disk page is checked only when read). */
   has(key: PageKey): boolean {
     this.#checkOpen('has');

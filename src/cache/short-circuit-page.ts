@@ -9,16 +9,15 @@ import { close, open, readv } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { PAGE_HEADER_BYTES, headerCrcMatches, parsePageHeader } from './page-file.js';
-import { pageFileName, pageKey } from './page-key.js';
+import { pageFileName, type PageKey } from './page-key.js';
 
 /** Where one page's bytes go, and what the file must hold. */
 export interface ShmPageRead {
   /** The tier's directory. */
   dir: string;
   pageSize: number;
-  url: string;
-  etag: string;
-  pageIndex: number;
+  /** The page it must hold: `pageKey(url, etag, pageIndex)` of the version asked for. */
+  key: PageKey;
   /** The data length this page of the version has (the last page may be short). */
   dataLength: number;
   /** Receives the page's data; exactly `dataLength` bytes. */
@@ -48,7 +47,7 @@ export function shmPagePath(dir: string, name: string): string {
  * holds garbage and the caller reads the bytes another way.
  */
 export async function readShmPage(r: ShmPageRead): Promise<string | undefined> {
-  const key = pageKey(r.url, r.etag, r.pageIndex);
+  const key = r.key;
   const keyBytes = Buffer.from(key, 'utf8');
   const head = Buffer.allocUnsafe(PAGE_HEADER_BYTES + keyBytes.byteLength);
   let fd: number;

@@ -14,11 +14,12 @@ import { channel } from 'node:diagnostics_channel';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
-import { pagesForRange } from './page-key.js';
+import { pageKey, pagesForRange, type PageKey } from './page-key.js';
 import type { WorkerInfo } from './membership.js';
 import { Paths } from './protocol.js';
 import { readShmPage } from './short-circuit-page.js';
 import { NONCE_FILE, type ShortCircuitInfo } from './short-circuit-tier.js';
+import { TouchBatches } from './short-circuit-touch.js';
 import type { WorkerInfoResponse } from './worker-options.js';
 import type { WorkerTransport } from './worker-transport.js';
 
@@ -79,9 +80,11 @@ export class ShortCircuitReader {
   readonly #counts: ShortCircuitStats = { hits: 0, misses: 0, bytes: 0, workers: 0 };
   /** Ends the probes in flight when the client closes. */
   readonly #closed = new AbortController();
+  readonly #touches: TouchBatches;
 
   constructor(transport: WorkerTransport) {
     this.#transport = transport;
+    this.#touches = new TouchBatches(transport);
   }
 
   stats(): ShortCircuitStats {
@@ -91,6 +94,7 @@ export class ShortCircuitReader {
   /** Abort the probes in flight (the client is closing). */
   close(): void {
     this.#closed.abort();
+    this.#touches.close();
   }
 
   /**
@@ -108,6 +112,7 @@ export class ShortCircuitReader {
     const end = p.offset + p.length;
     const copies: { from: Uint8Array; to: number }[] = [];
     const reads: Promise<string | undefined>[] = [];
+    const keys: PageKey[] = [];
     for (let i = first; i < first + count; i++) {
       const start = i * ps;
       const dataLength = Math.min(ps, p.size - start);
@@ -117,7 +122,9 @@ export class ShortCircuitReader {
       const whole = start >= p.offset && start + dataLength <= end;
       const into = whole ? p.out.subarray(p.at + start - p.offset, p.at + start - p.offset + dataLength) : new Uint8Array(dataLength);
       if (!whole) copies.push({ from: into.subarray(Math.max(0, p.offset - start), Math.min(dataLength, end - start)), to: p.at + Math.max(0, start - p.offset) });
-      reads.push(readShmPage({ dir: t.dir, pageSize: ps, url: p.url, etag: p.etag, pageIndex: i, dataLength, into }));
+      const key = pageKey(p.url, p.etag, i);
+      keys.push(key);
+      reads.push(readShmPage({ dir: t.dir, pageSize: ps, key, dataLength, into }));
     }
     const reasons = await Promise.all(reads);
     const reason = reasons.find((r) => r !== undefined);
@@ -127,6 +134,7 @@ export class ShortCircuitReader {
       return false;
     }
     for (const c of copies) p.out.set(c.from, c.to);
+    this.#touches.add(w, keys);
     this.#counts.hits++;
     this.#counts.bytes += p.length;
     return true;

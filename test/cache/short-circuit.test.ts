@@ -207,6 +207,34 @@ describe('a short-circuit tier under its budget', () => {
     }
   });
 
+  it('tells the worker which pages it read, so LRU keeps them over pages nobody read', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'granary-sc-touch-'));
+    const store = new MemoryUfs();
+    const files = Array.from({ length: 5 }, (_, i) => ({ url: `s3://b/t-${i}.bin`, bytes: randomBytes(PAGE - 1000) }));
+    for (const f of files) await store.write(f.url, f.bytes);
+    // Room for four pages (and their headers), not five.
+    const w = await startWorker({ ufs: store, memoryBytes: 4 * PAGE + 2000, pageSize: PAGE, shmDir: join(root, 'shm'), hints: false });
+    const client = new CacheClient({ workers: [w.url], ufs: store });
+    const fileOf = async (i: number): Promise<string> => shmPagePath(join(root, 'shm'), pageFileName(pageKey(files[i]!.url, (await store.stat(files[i]!.url)).etag, 0)));
+    const exists = async (i: number): Promise<boolean> => stat(await fileOf(i)).then(() => true, () => false);
+    try {
+      for (const f of files.slice(0, 4)) await client.read(f.url);
+      await waitFor(() => client.stats().shortCircuit.workers === 1, { what: 'the probe' });
+      const hits = w.info().counters.hits;
+      // The oldest page, read again straight from its file.
+      expect(Buffer.from(await client.read(files[0]!.url)).equals(files[0]!.bytes)).toBe(true);
+      expect(client.stats().shortCircuit.hits).toBe(1);
+      await waitFor(() => w.info().counters.hits === hits + 1, { what: 'the worker to hear of the short-circuit hit' });
+      await client.read(files[4]!.url);
+      await waitFor(async () => !(await exists(1)), { what: 'the least recently read page to be evicted' });
+      expect(await exists(0)).toBe(true);
+    } finally {
+      await client.close();
+      await w.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
   it('shares the tier with a group when shmGroup is given, and refuses it next to a disk tier', async () => {
     const root = await mkdtemp(join(tmpdir(), 'granary-sc-group-'));
     const store = new MemoryUfs();
