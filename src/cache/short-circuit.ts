@@ -172,22 +172,24 @@ export class ShortCircuitReader {
       unreachable();
       return undefined;
     }
+    const reason = await unusable(info.shortCircuit);
+    if (probeChannel.hasSubscribers) probeChannel.publish({ worker: w.id, dir: info.shortCircuit?.dir, usable: reason === undefined, reason });
     const sc = info.shortCircuit;
-    const report = (usable: boolean, reason?: string): void => {
-      if (probeChannel.hasSubscribers) probeChannel.publish({ worker: w.id, dir: sc?.dir, usable, reason });
-    };
-    if (sc === undefined || typeof sc !== 'object') return void report(false, 'the worker has no short-circuit tier');
-    if (typeof sc.dir !== 'string' || typeof sc.nonce !== 'string' || sc.nonce.length < 16 || !Number.isSafeInteger(sc.pageSize) || sc.pageSize < 1) {
-      return void report(false, 'malformed shortCircuit in /v1/info');
-    }
-    let nonce: string;
-    try {
-      nonce = (await readFile(join(sc.dir, NONCE_FILE), 'utf8')).trim();
-    } catch (err) {
-      return void report(false, `cannot read the nonce: ${(err as Error).message}`);
-    }
-    if (nonce !== sc.nonce) return void report(false, 'nonce mismatch: another host, or another worker on that directory');
-    report(true);
-    return { dir: sc.dir, nonce: sc.nonce, pageSize: sc.pageSize };
+    return reason === undefined && sc !== undefined ? { dir: sc.dir, nonce: sc.nonce, pageSize: sc.pageSize } : undefined;
   }
+}
+
+/** Why a worker's advertised tier cannot be used from here, or `undefined` when this process reads the same nonce. */
+async function unusable(sc: ShortCircuitInfo | undefined): Promise<string | undefined> {
+  if (sc === undefined || typeof sc !== 'object' || sc === null) return 'the worker has no short-circuit tier';
+  if (typeof sc.dir !== 'string' || typeof sc.nonce !== 'string' || sc.nonce.length < 16 || !Number.isSafeInteger(sc.pageSize) || sc.pageSize < 1) {
+    return 'malformed shortCircuit in /v1/info';
+  }
+  let nonce: string;
+  try {
+    nonce = (await readFile(join(sc.dir, NONCE_FILE), 'utf8')).trim();
+  } catch (err) {
+    return `cannot read the nonce: ${(err as Error).message}`;
+  }
+  return nonce === sc.nonce ? undefined : 'nonce mismatch: another host, or another worker on that directory';
 }
