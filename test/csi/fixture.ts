@@ -153,7 +153,7 @@ export async function cleanupCsi(stateDirs: readonly string[], extraDirs: readon
   for (const pid of pids) await waitFor(() => !alive(pid) || isZombie(pid), { what: `process ${pid} to exit` });
 }
 
-function isZombie(pid: number): boolean {
+export function isZombie(pid: number): boolean {
   try {
     return /^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
   } catch {
