@@ -9,6 +9,7 @@ import { Server, ServerCredentials, status, type sendUnaryData, type ServerUnary
 import { ConfigError, ErrorCodes, isGranaryError } from '../errors.js';
 import { DRIVER_NAME } from './constants.js';
 import type { NodeService } from './node.js';
+import { redactor } from './validate.js';
 import { csiServices, type NodeGetVolumeStatsRequest, type NodePublishVolumeRequest, type NodeUnpublishVolumeRequest } from './proto.js';
 
 /** The gRPC status for an error thrown while serving a call. */
@@ -80,7 +81,10 @@ function unary(method: string, fn: Handler, log: (line: string) => void, quiet =
       },
       (err: unknown) => {
         const code = grpcStatusOf(err);
-        const message = err instanceof Error ? err.message : String(err);
+        // Whatever an error says, no secret of the request leaves in it.
+        const secrets = call.request.secrets;
+        const redact = redactor(secrets && typeof secrets === 'object' ? Object.values(secrets as Record<string, string>) : []);
+        const message = redact(err instanceof Error ? err.message : String(err));
         log(`${what}: ${status[code]}: ${isGranaryError(err) ? `${err.code}: ` : ''}${message}`);
         callback({ code, details: message });
       },
