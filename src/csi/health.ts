@@ -18,7 +18,7 @@ export type Health =
   | { state: 'healthy'; usage: Usage }
   /** The path does not exist. */
   | { state: 'absent'; message: string }
-  /** ENOTCONN: a FUSE mount whose server is gone. */
+  /** ENOTCONN or ECONNABORTED: a FUSE mount whose server is gone. */
   | { state: 'dead'; message: string }
   /** No answer within the timeout: a hung (or stopped) server. */
   | { state: 'hung'; message: string }
@@ -55,7 +55,9 @@ export function checkHealth(path: string, timeoutMs: number): Promise<Health> {
         return settle({ state: 'healthy', usage: { bytesTotal: bsize * blocks, bytesFree: bsize * bfree, bytesAvailable: bsize * bavail, inodesTotal: files, inodesFree: ffree } });
       }
       const msg = err.trim();
-      if (/Transport endpoint is not connected/i.test(msg)) return settle({ state: 'dead', message: `${path} answers ENOTCONN: its FUSE server is gone` });
+      // ENOTCONN once the server's fd is closed; ECONNABORTED for a connection the kernel aborted.
+      const dead = /Transport endpoint is not connected|Software caused connection abort/i.exec(msg);
+      if (dead) return settle({ state: 'dead', message: `${path} answers ${dead[0].startsWith('T') ? 'ENOTCONN' : 'ECONNABORTED'}: its FUSE server is gone` });
       if (/No such file or directory/i.test(msg)) return settle({ state: 'absent', message: `${path} does not exist` });
       settle({ state: 'error', message: `statfs of ${path} failed: ${msg || `exit ${String(code)}`}` });
     });

@@ -115,6 +115,21 @@ describe.runIf(csiRunnable)('a published volume in an emulated pod', () => {
     await expectReadable();
   }, 120_000);
 
+  it('reports a holder killed alone as abnormal, and the next NodePublishVolume replaces it on top', async () => {
+    const holder = liveHolder();
+    process.kill(holder, 'SIGKILL');
+    await waitFor(() => !alive(holder) || isZombie(holder), { what: `holder ${holder} to exit` });
+    // Its serving process still holds the connection: reads go on.
+    await expectReadable();
+    const before = await stats();
+    expect(before.volume_condition.abnormal).toBe(true);
+    expect(before.volume_condition.message).toMatch(/holder process \d+ is gone/);
+    await publish();
+    expect(liveHolder()).not.toBe(holder);
+    expect((await stats()).volume_condition.abnormal).toBe(false);
+    await expectReadable();
+  }, 180_000);
+
   it('is repaired by the next NodePublishVolume when the holder dies, mounting on top of the dead mount', async () => {
     const holder = liveHolder();
     const serving = servingOf(holder);
@@ -124,17 +139,17 @@ describe.runIf(csiRunnable)('a published volume in an emulated pod', () => {
     await waitFor(() => gone(holder) && gone(serving), { what: 'the holder and its serving process to exit' });
     const dead = await readInside('hello.txt');
     expect(dead.ok).toBe(false);
-    expect(dead.stderr).toMatch(/Transport endpoint is not connected/);
+    expect(dead.stderr).toMatch(/Transport endpoint is not connected|Software caused connection abort/);
     const before = await stats();
     expect(before.volume_condition.abnormal).toBe(true);
-    expect(before.volume_condition.message).toMatch(/ENOTCONN/);
+    expect(before.volume_condition.message).toMatch(/ENOTCONN|ECONNABORTED/);
 
     await publish();
     await expectReadable();
     expect(liveHolder()).not.toBe(holder);
     expect(records(state())[0]?.stagings).toHaveLength(1);
     expect((await stats()).volume_condition.abnormal).toBe(false);
-    expect(plugin.output()).toMatch(/repairing \S+ \(volume pv-train\): .*ENOTCONN.*mounting a new mount on top/);
+    expect(plugin.output()).toMatch(/repairing \S+ \(volume pv-train\): .*(ENOTCONN|ECONNABORTED).*mounting a new mount on top/);
   }, 180_000);
 
   it('is gone after the container ends and the volume is unpublished', async () => {
