@@ -149,7 +149,15 @@ export async function cleanupCsi(stateDirs: readonly string[], extraDirs: readon
     }
   }
   for (const dir of dirs) for (let i = 0; i < 16 && mountAt(dir) !== undefined; i++) spawnSync('umount', ['-l', dir]);
-  for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  // Only granary's own processes: a recorded PID may have been reused since.
+  const ours = (pid: number): boolean => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('src/cli/main.ts');
+    } catch {
+      return false;
+    }
+  };
+  for (const pid of pids) if (alive(pid) && ours(pid)) process.kill(pid, 'SIGKILL');
   for (const pid of pids) await waitFor(() => !alive(pid) || isZombie(pid), { what: `process ${pid} to exit` });
 }
 
