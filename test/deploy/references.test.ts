@@ -62,13 +62,15 @@ describe('deploy/kubernetes cross-references', () => {
     expect(list(at(client, 'spec', 'ports')).map((p) => at(p, 'port'))).toContain(Number(url.port));
   });
 
-  it('gives the shared config map only variables granary reads', () => {
+  it('gives the shared config map only variables granary reads, and store credentials to the workers alone', () => {
     const known = new Set((Object.keys(SECTIONS) as SectionName[]).flatMap((s) => Object.keys(SECTIONS[s]).map((k) => envName(s, k))));
     for (const key of Object.keys(at(one('ConfigMap', CONFIG_MAP, NAMESPACE), 'data') as JsonValueMap)) expect(known.has(key), key).toBe(true);
-    for (const d of [worker(), csiNode()]) {
-      const main = containers(d)[0] as JsonObject;
-      expect(list(main.envFrom).map((e) => at(e, 'configMapRef', 'name') ?? at(e, 'secretRef', 'name'))).toEqual([CONFIG_MAP, STORE_SECRET]);
-    }
+    const from = (c: JsonObject) => list(c.envFrom).map((e) => at(e, 'configMapRef', 'name') ?? at(e, 'secretRef', 'name'));
+    expect(from(container(worker(), 'worker'))).toEqual([CONFIG_MAP, STORE_SECRET]);
+    // Mounts inherit the plugin's environment: no store credentials there, each volume brings its own.
+    const plugin = container(csiNode(), 'csi-plugin');
+    expect(from(plugin)).toEqual([CONFIG_MAP]);
+    expect(list(plugin.env).filter((e) => at(e, 'valueFrom', 'secretKeyRef') !== undefined)).toEqual([]);
   });
 
   it('runs the worker with flags `granary worker` has, bound off loopback only with the token from the Secret', () => {
@@ -156,6 +158,9 @@ describe('deploy/kubernetes cross-references', () => {
     expect(at(volume(d, byPath.get('/var/lib/kubelet') ?? ''), 'hostPath', 'path')).toBe('/var/lib/kubelet');
     expect(at(volume(d, byPath.get('/dev/fuse') ?? ''), 'hostPath')).toEqual({ path: '/dev/fuse', type: 'CharDevice' });
     expect(at(volume(d, byPath.get(CSI.stateDir) ?? ''), 'hostPath', 'path')).toBe(CSI.stateDir);
+    const propagation = new Map(list(plugin.volumeMounts).map((m) => [at(m, 'mountPath'), at(m, 'mountPropagation')]));
+    expect(propagation.get('/var/lib/kubelet')).toBe('Bidirectional');
+    expect(propagation.get(CSI.stateDir)).toBe('Bidirectional');
     expect(at(d, 'spec', 'updateStrategy', 'type')).toBe('OnDelete');
     expect(podSpec(d)).toMatchObject({ hostNetwork: true, hostPID: true, dnsPolicy: 'ClusterFirstWithHostNet' });
   });

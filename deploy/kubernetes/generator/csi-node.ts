@@ -7,9 +7,9 @@
 import { DaemonSet } from 'kubernetes-models/apps/v1';
 import { CSIDriver } from 'kubernetes-models/storage.k8s.io/v1';
 import { ServiceAccount } from 'kubernetes-models/v1';
-import { fieldEnv, sharedEnvFrom } from './common.js';
+import { fieldEnv } from './common.js';
 import { CSI } from './csi-constants.js';
-import { CSI_NODE, IMAGE, labels, NAMESPACE, SIDECAR_IMAGES } from './names.js';
+import { CONFIG_MAP, CSI_NODE, IMAGE, labels, NAMESPACE, SIDECAR_IMAGES } from './names.js';
 
 const meta = (name: string) => ({ name, namespace: NAMESPACE, labels: labels('csi-node') });
 
@@ -79,7 +79,10 @@ export function csiNodeObjects() {
               command: ['granary'],
               args: pluginArgs(),
               env: [fieldEnv('NODE_NAME', 'spec.nodeName')],
-              envFrom: sharedEnvFrom(),
+              // Defaults only (etcd, cluster, store endpoint), no credentials: a mount inherits the
+              // plugin's environment, so store keys here would serve every pod that names the driver.
+              // Each volume brings its own token and store keys in its Secret.
+              envFrom: [{ configMapRef: { name: CONFIG_MAP } }],
               // mount(2) of FUSE, and a Bidirectional mount so mounts made here reach the host and the pods.
               securityContext: { privileged: true, runAsUser: 0 },
               ports: [{ name: 'healthz', containerPort: CSI_NODE.healthPort, hostPort: CSI_NODE.healthPort, protocol: 'TCP' }],
@@ -89,7 +92,8 @@ export function csiNodeObjects() {
                 socketMount,
                 { name: 'kubelet-dir', mountPath: CSI_NODE.kubeletDir, mountPropagation: 'Bidirectional' },
                 { name: 'fuse-device', mountPath: '/dev/fuse' },
-                { name: 'state-dir', mountPath: CSI.stateDir },
+                // Staging mounts live here: they must reach the host, so a restarted plugin finds them.
+                { name: 'state-dir', mountPath: CSI.stateDir, mountPropagation: 'Bidirectional' },
               ],
             },
             {
