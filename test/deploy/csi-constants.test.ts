@@ -14,6 +14,7 @@ interface PluginConstants {
   DEFAULT_STATE_DIR: string;
   KUBELET_SOCKET_PATH: string;
   KUBELET_REGISTRATION_DIR: string;
+  KUBELET_PODS_DIR: string;
   VOLUME_CONTEXT_KEYS: Record<string, string>;
   SECRET_KEYS: Record<string, string>;
   VOLUME_LIFECYCLE_MODES: readonly string[];
@@ -36,5 +37,6 @@ describe('the manifests and the CSI node plugin', () => {
     const registrar = container(node, 'node-driver-registrar');
     expect(flags(registrar.args).get('kubelet-registration-path')).toBe(c.KUBELET_SOCKET_PATH);
     expect(at(volume(node, 'registration-dir'), 'hostPath', 'path')).toBe(c.KUBELET_REGISTRATION_DIR);
+    expect(at(volume(node, 'pods-dir'), 'hostPath', 'path')).toBe(c.KUBELET_PODS_DIR);
   });
 });

@@ -143,7 +143,7 @@ describe('deploy/kubernetes cross-references', () => {
     for (const a of list(container(csiNode(), 'csi-plugin').args).map(str).slice(1)) expect(known.has(a.replace(/^--/, '').split('=')[0] ?? ''), a).toBe(true);
   });
 
-  it('privileges only the plugin container: FUSE, Bidirectional propagation of the kubelet directory, the state directory', () => {
+  it('privileges only the plugin container: FUSE, Bidirectional propagation of the pods directory and the state directory', () => {
     const d = csiNode();
     for (const w of workloads()) {
       for (const c of containers(w, true)) {
@@ -155,11 +155,11 @@ describe('deploy/kubernetes cross-references', () => {
     }
     const plugin = container(d, 'csi-plugin');
     const byPath = new Map(list(plugin.volumeMounts).map((m) => [at(m, 'mountPath'), str(at(m, 'name'))]));
-    expect(at(volume(d, byPath.get('/var/lib/kubelet') ?? ''), 'hostPath', 'path')).toBe('/var/lib/kubelet');
+    expect(at(volume(d, byPath.get('/var/lib/kubelet/pods') ?? ''), 'hostPath', 'path')).toBe('/var/lib/kubelet/pods');
     expect(at(volume(d, byPath.get('/dev/fuse') ?? ''), 'hostPath')).toEqual({ path: '/dev/fuse', type: 'CharDevice' });
     expect(at(volume(d, byPath.get(CSI.stateDir) ?? ''), 'hostPath', 'path')).toBe(CSI.stateDir);
     const propagation = new Map(list(plugin.volumeMounts).map((m) => [at(m, 'mountPath'), at(m, 'mountPropagation')]));
-    expect(propagation.get('/var/lib/kubelet')).toBe('Bidirectional');
+    expect(propagation.get('/var/lib/kubelet/pods')).toBe('Bidirectional');
     expect(propagation.get(CSI.stateDir)).toBe('Bidirectional');
     expect(at(d, 'spec', 'updateStrategy', 'type')).toBe('OnDelete');
     expect(podSpec(d)).toMatchObject({ hostNetwork: true, hostPID: true, dnsPolicy: 'ClusterFirstWithHostNet' });

@@ -90,7 +90,7 @@ export function csiNodeObjects() {
               resources: { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '2Gi' } },
               volumeMounts: [
                 socketMount,
-                { name: 'kubelet-dir', mountPath: CSI_NODE.kubeletDir, mountPropagation: 'Bidirectional' },
+                { name: 'pods-dir', mountPath: CSI_NODE.podsDir, mountPropagation: 'Bidirectional' },
                 { name: 'fuse-device', mountPath: '/dev/fuse' },
                 // Staging mounts live here: they must reach the host, so a restarted plugin finds them.
                 { name: 'state-dir', mountPath: CSI.stateDir, mountPropagation: 'Bidirectional' },
@@ -120,7 +120,7 @@ export function csiNodeObjects() {
           volumes: [
             { name: 'plugin-dir', hostPath: { path: hostPluginDir, type: 'DirectoryOrCreate' } },
             { name: 'registration-dir', hostPath: { path: CSI_NODE.registrationDir, type: 'Directory' } },
-            { name: 'kubelet-dir', hostPath: { path: CSI_NODE.kubeletDir, type: 'Directory' } },
+            { name: 'pods-dir', hostPath: { path: CSI_NODE.podsDir, type: 'Directory' } },
             { name: 'fuse-device', hostPath: { path: '/dev/fuse', type: 'CharDevice' } },
             { name: 'state-dir', hostPath: { path: CSI.stateDir, type: 'DirectoryOrCreate' } },
           ],

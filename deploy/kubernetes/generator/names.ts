@@ -66,6 +66,8 @@ export const CSI_NODE = {
   name: 'granary-csi-node',
   /** Host paths: the kubelet's directories (a non-default kubelet root needs these patched). */
   kubeletDir: '/var/lib/kubelet',
+  /** Where the kubelet puts volume targets (the driver has no staging step, so nothing else of the kubelet's is mounted). */
+  podsDir: '/var/lib/kubelet/pods',
   registrationDir: '/var/lib/kubelet/plugins_registry',
   /** Inside the containers: where the plugin directory is mounted. */
   socketDir: '/csi',
