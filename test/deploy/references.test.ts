@@ -158,6 +158,7 @@ describe('deploy/kubernetes cross-references', () => {
     expect(at(volume(d, byPath.get('/var/lib/kubelet/pods') ?? ''), 'hostPath', 'path')).toBe('/var/lib/kubelet/pods');
     expect(at(volume(d, byPath.get('/dev/fuse') ?? ''), 'hostPath')).toEqual({ path: '/dev/fuse', type: 'CharDevice' });
     expect(at(volume(d, byPath.get(CSI.stateDir) ?? ''), 'hostPath', 'path')).toBe(CSI.stateDir);
+    expect(flags(plugin.args).get('state-dir')).toBe(CSI.stateDir);
     const propagation = new Map(list(plugin.volumeMounts).map((m) => [at(m, 'mountPath'), at(m, 'mountPropagation')]));
     expect(propagation.get('/var/lib/kubelet/pods')).toBe('Bidirectional');
     expect(propagation.get(CSI.stateDir)).toBe('Bidirectional');

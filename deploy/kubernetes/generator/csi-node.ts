@@ -35,7 +35,7 @@ export function csiDriverObject(): CSIDriver {
 }
 
 export function pluginArgs(): string[] {
-  return ['csi', `--endpoint=unix://${CSI.socketPath}`, '--node-id=$(NODE_NAME)'];
+  return ['csi', `--endpoint=unix://${CSI.socketPath}`, '--node-id=$(NODE_NAME)', `--state-dir=${CSI.stateDir}`];
 }
 
 export function registrarArgs(): string[] {
