@@ -87,7 +87,9 @@ export function csiNodeObjects() {
               securityContext: { privileged: true, runAsUser: 0 },
               ports: [{ name: 'healthz', containerPort: CSI_NODE.healthPort, hostPort: CSI_NODE.healthPort, protocol: 'TCP' }],
               livenessProbe: { httpGet: { path: '/healthz', port: 'healthz' }, initialDelaySeconds: 10, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 5 },
-              resources: { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '2Gi' } },
+              // No memory limit: the mounts' processes run in this container's cgroup, and an OOM kill
+              // there would take a pod's volume down. The request reserves room for a few mounts.
+              resources: { requests: { cpu: '100m', memory: '512Mi' } },
               volumeMounts: [
                 socketMount,
                 { name: 'pods-dir', mountPath: CSI_NODE.podsDir, mountPropagation: 'Bidirectional' },
