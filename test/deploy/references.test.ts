@@ -134,6 +134,18 @@ describe('deploy/kubernetes cross-references', () => {
     expectArgsVarsDefined(container(d, 'csi-plugin'));
   });
 
+  it('probes the registrar and the plugin where their health endpoints listen, on the host\'s loopback', () => {
+    const d = csiNode();
+    const portOf = (c: JsonObject, name: string) => at(list(c.ports).find((p) => at(p, 'name') === name), 'containerPort');
+    const plugin = container(d, 'csi-plugin');
+    const registrar = container(d, 'node-driver-registrar');
+    for (const [probed, server] of [[plugin, container(d, 'liveness-probe')], [registrar, registrar]] as const) {
+      const get = at(probed, 'livenessProbe', 'httpGet');
+      expect(flags(server.args).get('http-endpoint'), label(server.name)).toBe(`${label(at(get, 'host'))}:${label(portOf(probed, label(at(get, 'port'))))}`);
+      expect(at(get, 'host')).toBe('127.0.0.1');
+    }
+  });
+
   it('runs the plugin with the flags `granary csi` has, once that command exists', () => {
     const known = cliFlags('csi');
     if (known === undefined) {

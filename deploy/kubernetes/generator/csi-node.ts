@@ -42,7 +42,7 @@ export function registrarArgs(): string[] {
   return [
     `--csi-address=${CSI.socketPath}`,
     `--kubelet-registration-path=${hostPluginDir}/${CSI.socketPath.slice(CSI_NODE.socketDir.length + 1)}`,
-    `--http-endpoint=:${CSI_NODE.registrarHealthPort}`,
+    `--http-endpoint=127.0.0.1:${CSI_NODE.registrarHealthPort}`,
   ];
 }
 
@@ -86,7 +86,7 @@ export function csiNodeObjects() {
               // mount(2) of FUSE, and a Bidirectional mount so mounts made here reach the host and the pods.
               securityContext: { privileged: true, runAsUser: 0 },
               ports: [{ name: 'healthz', containerPort: CSI_NODE.healthPort, hostPort: CSI_NODE.healthPort, protocol: 'TCP' }],
-              livenessProbe: { httpGet: { path: '/healthz', port: 'healthz' }, initialDelaySeconds: 10, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 5 },
+              livenessProbe: { httpGet: { host: '127.0.0.1', path: '/healthz', port: 'healthz' }, initialDelaySeconds: 10, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 5 },
               // No memory limit: the mounts' processes run in this container's cgroup, and an OOM kill
               // there would take a pod's volume down. The request reserves room for a few mounts.
               resources: { requests: { cpu: '100m', memory: '512Mi' } },
@@ -105,7 +105,7 @@ export function csiNodeObjects() {
               // The registrar's own socket directory on the host is root's: it writes there as root, without capabilities.
               securityContext: { ...unprivileged, runAsUser: 0 },
               ports: [{ name: 'registrar', containerPort: CSI_NODE.registrarHealthPort, hostPort: CSI_NODE.registrarHealthPort, protocol: 'TCP' }],
-              livenessProbe: { httpGet: { path: '/healthz', port: 'registrar' }, initialDelaySeconds: 5, periodSeconds: 10, timeoutSeconds: 5 },
+              livenessProbe: { httpGet: { host: '127.0.0.1', path: '/healthz', port: 'registrar' }, initialDelaySeconds: 5, periodSeconds: 10, timeoutSeconds: 5 },
               resources: { requests: { cpu: '10m', memory: '20Mi' }, limits: { memory: '64Mi' } },
               volumeMounts: [socketMount, { name: 'registration-dir', mountPath: '/registration' }],
             },
@@ -113,7 +113,7 @@ export function csiNodeObjects() {
               name: 'liveness-probe',
               image: SIDECAR_IMAGES.livenessProbe,
               // Calls the plugin's Probe over its socket and answers the kubelet's HTTP probe above.
-              args: [`--csi-address=${CSI.socketPath}`, `--http-endpoint=:${CSI_NODE.healthPort}`, '--probe-timeout=4s'],
+              args: [`--csi-address=${CSI.socketPath}`, `--http-endpoint=127.0.0.1:${CSI_NODE.healthPort}`, '--probe-timeout=4s'],
               securityContext: { ...unprivileged, runAsUser: 0 },
               resources: { requests: { cpu: '10m', memory: '20Mi' }, limits: { memory: '64Mi' } },
               volumeMounts: [socketMount],

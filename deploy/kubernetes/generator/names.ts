@@ -71,7 +71,7 @@ export const CSI_NODE = {
   registrationDir: '/var/lib/kubelet/plugins_registry',
   /** Inside the containers: where the plugin directory is mounted. */
   socketDir: '/csi',
-  /** hostNetwork ports: chosen away from the 9808/9809 most CSI drivers use. */
+  /** hostNetwork ports on 127.0.0.1 (the kubelet probes them from the host): away from the 9808/9809 most CSI drivers use. */
   healthPort: 9817,
   registrarHealthPort: 9818,
 } as const;
