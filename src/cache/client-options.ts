@@ -9,6 +9,7 @@ import { optionalInt } from '../util/validate.js';
 import type { BreakerOptions } from './breaker.js';
 import type { EtcdSecurityOptions } from './etcd-security.js';
 import { EtcdMembership, StaticMembership, type Membership } from './membership.js';
+import type { ShortCircuitStats } from './short-circuit.js';
 
 const MiB = 1024 * 1024;
 
@@ -44,6 +45,13 @@ export interface CacheClientOptions {
    * cache of the system granary is modelled on). Off unless given.
    */
   localCache?: { memoryBytes: number; diskDir?: string; diskBytes?: number; pageSize?: number };
+  /**
+   * Read pages of workers on this host straight from their tmpfs tier (`shmDir`), with
+   * no HTTP request, once the worker's nonce file proves the directory is shared
+   * (docs/cache.md). Any page that is absent or fails its checks goes over HTTP.
+   * @default true, unless GRANARY_SHORT_CIRCUIT is 0, false, no or off
+   */
+  shortCircuit?: boolean;
 }
 
 export interface CacheClientStats {
@@ -59,6 +67,8 @@ export interface CacheClientStats {
   ufsRequests: number;
   /** Requests to the store by kind, from this client. */
   ufs: RequestCounts;
+  /** Parts read straight from a same-host worker's tmpfs tier, parts that fell back to HTTP, and bytes read so. */
+  shortCircuit: ShortCircuitStats;
 }
 
 /** The numeric options, checked, with their defaults filled in. */

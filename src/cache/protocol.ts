@@ -14,6 +14,7 @@ export const Paths = {
   jobs: '/v1/jobs/',
   invalidate: '/v1/invalidate',
   hints: '/v1/hints',
+  touch: '/v1/touch',
   info: '/v1/info',
   health: '/healthz',
   metrics: '/metrics',

@@ -9,6 +9,7 @@ import { checkRange } from '../ufs/url.js';
 import { parseHintRequest, type WorkerHints } from './hints.js';
 import { pageKey, pagesForRange } from './page-key.js';
 import { Headers, Paths, statusForCode } from './protocol.js';
+import { parseTouchBody } from './short-circuit-touch.js';
 import { refusalReason, type AccessPolicy } from './worker-access.js';
 import type { ReadThrough } from './worker-core.js';
 import type { LoadJobs } from './worker-jobs.js';
@@ -77,6 +78,8 @@ async function handle(ctx: WorkerHttpContext, req: IncomingMessage, res: ServerR
         return await handleLoad(ctx, await readJsonBody(req), res);
       case `POST ${Paths.hints}`:
         return await handleHints(ctx, await readJsonBody(req), res);
+      case `POST ${Paths.touch}`:
+        return json(res, 200, ctx.core.touch(parseTouchBody(await readJsonBody(req))));
       case `GET ${Paths.jobs}`:
         return json(res, 200, ctx.jobs.get(decodeURIComponent(u.pathname.slice(Paths.jobs.length))));
       case `GET ${Paths.info}`:

@@ -4,6 +4,7 @@ import type { UnderFileSystem } from '../ufs/types.js';
 import type { EvictionPolicyName } from './eviction.js';
 import type { WorkerHintOptions, WorkerHintStats } from './hints.js';
 import type { EtcdSecurityOptions } from './etcd-security.js';
+import type { ShortCircuitInfo } from './short-circuit-tier.js';
 
 export interface WorkerOptions {
   /**
@@ -30,6 +31,21 @@ export interface WorkerOptions {
   diskDir?: string;
   /** Disk tier budget in bytes. @default 1 GiB when `diskDir` is set */
   diskBytes?: number;
+  /**
+   * Keep the memory tier as page files in this directory on a tmpfs, so clients on the
+   * same host read pages straight from it (short-circuit reads, docs/cache.md). The tier
+   * keeps `memoryBytes` (page files with their headers) and survives `drop_caches` and a
+   * restart of the worker. Not with `diskDir`. Created 0700 (files 0600) unless `shmGroup`.
+   * @default undefined (the memory tier lives in the worker's heap)
+   * @example '/dev/shm/granary-w1'
+   */
+  shmDir?: string;
+  /**
+   * A group (name or gid) that may read `shmDir` too: the directory becomes 02750 and its
+   * files 0640, owned by that group. The worker's user must belong to it.
+   * @default undefined (the worker's user only)
+   */
+  shmGroup?: string | number;
   /** Eviction policy of both tiers. @default 'lru' */
   policy?: EvictionPolicyName;
   /** How the worker reaches the store (same options as `createUfs`), or a ready store client. */
@@ -95,6 +111,8 @@ export interface WorkerInfoResponse {
   counters: { hits: number; misses: number; storeRequests: number; bytesServed: number; bytesFromStore: number; evictions: number };
   /** Hint registry, prefetch and read-class counters; absent when hints are off. */
   hints?: WorkerHintStats;
+  /** Where same-host clients read pages directly; absent without `shmDir`. */
+  shortCircuit?: ShortCircuitInfo;
 }
 
 export interface CacheWorker extends AsyncDisposable {

@@ -13,8 +13,9 @@ import { optionalInt } from '../util/validate.js';
 import { WorkerHints } from './hints.js';
 import type { CacheWorker, WorkerInfoResponse, WorkerOptions } from './worker-options.js';
 import { checkPageSize, DEFAULT_PAGE_SIZE } from './page-key.js';
-import { PageStore, type PageStoreOptions } from './page-store.js';
+import { PageStore, type PageStoreOptions, type PageStoreStats } from './page-store.js';
 import { Registration } from './registration.js';
+import { prepareShmDir, writeNonce, type ShortCircuitInfo } from './short-circuit-tier.js';
 import { AccessPolicy, checkBind } from './worker-access.js';
 import { ReadThrough, type StoreReader } from './worker-core.js';
 import { workerHandler } from './worker-http.js';
@@ -60,6 +61,7 @@ class Worker implements CacheWorker {
   readonly #policy: AccessPolicy;
   readonly #bindWarning: string | undefined;
   #store: PageStore | undefined;
+  #shortCircuit: ShortCircuitInfo | undefined;
   #core: ReadThrough | undefined;
   #jobs: LoadJobs | undefined;
   readonly #server: Server;
@@ -154,8 +156,16 @@ class Worker implements CacheWorker {
       storeOpts.diskDir = o.diskDir;
       storeOpts.diskBytes = o.diskBytes ?? 1024 * MiB;
     }
+    if (o.shmDir !== undefined) {
+      if (o.diskDir !== undefined) throw new ConfigError(`Worker ${this.id}: give \`shmDir\` or \`diskDir\`, not both`);
+      // The memory tier is the page files on the tmpfs: the heap keeps none.
+      Object.assign(storeOpts, await prepareShmDir(o.shmDir, o.shmGroup), { diskDir: o.shmDir, diskBytes: storeOpts.memoryBytes, memoryBytes: 0 });
+    }
     const store = await PageStore.open(storeOpts);
     this.#store = store;
+    if (o.shmDir !== undefined && storeOpts.fileMode !== undefined) {
+      this.#shortCircuit = { dir: o.shmDir, nonce: await writeNonce(o.shmDir, storeOpts.fileMode), pageSize: this.pageSize };
+    }
     const core = new ReadThrough({
       workerId: this.id,
       pageSize: this.pageSize,
@@ -175,14 +185,15 @@ class Worker implements CacheWorker {
         has: (k) => store.has(k),
         hasRoom: () => {
           const s = store.stats();
+          if (this.#shortCircuit) return s.diskBytes + this.pageSize <= s.diskBudget;
           return s.memoryBytes + this.pageSize <= s.memoryBudget;
         },
         fetch: (url, etag, first, count) => core.prefetch(url, etag, first, count),
       },
       belady,
     );
-    this.#m.capacity.set({ tier: 'memory' }, storeOpts.memoryBytes);
-    this.#m.capacity.set({ tier: 'disk' }, storeOpts.diskBytes ?? 0);
+    this.#m.capacity.set({ tier: 'memory' }, o.memoryBytes ?? 256 * MiB);
+    this.#m.capacity.set({ tier: 'disk' }, this.#shortCircuit ? 0 : (storeOpts.diskBytes ?? 0));
     throwIfAborted(signal);
     await this.#listen(o.host ?? '127.0.0.1', o.port ?? 0, signal);
     if (this.#bindWarning !== undefined) process.stderr.write(`granary worker ${this.id}: ${this.#bindWarning}\n`);
@@ -198,7 +209,7 @@ class Worker implements CacheWorker {
         info: {
           id: this.id,
           url: this.#url,
-          capacityBytes: storeOpts.memoryBytes + (storeOpts.diskBytes ?? 0),
+          capacityBytes: (o.memoryBytes ?? 256 * MiB) + (this.#shortCircuit ? 0 : (storeOpts.diskBytes ?? 0)),
           startedAt: Date.now(),
           host: hostname(),
           pageSize: this.pageSize,
@@ -250,7 +261,7 @@ class Worker implements CacheWorker {
 
   info(): WorkerInfoResponse {
     const { store, core } = this.#started();
-    const s = store.stats();
+    const s = shmAsMemory(store.stats(), this.#shortCircuit !== undefined);
     return {
       id: this.id,
       url: this.#url,
@@ -259,11 +270,12 @@ class Worker implements CacheWorker {
       usage: { memoryBytes: s.memoryBytes, diskBytes: s.diskBytes, memoryPages: s.memoryPages, diskPages: s.diskPages },
       counters: { ...core.counters, evictions: s.evictions },
       ...(this.#hints ? { hints: this.#hints.stats() } : {}),
+      ...(this.#shortCircuit ? { shortCircuit: { ...this.#shortCircuit } } : {}),
     };
   }
 
   async #metricsText(): Promise<string> {
-    const s = this.#started().store.stats();
+    const s = shmAsMemory(this.#started().store.stats(), this.#shortCircuit !== undefined);
     this.#m.usage.set({ tier: 'memory' }, s.memoryBytes);
     this.#m.usage.set({ tier: 'disk' }, s.diskBytes);
     this.#m.evictions.set(s.evictions);
@@ -320,3 +332,9 @@ class Worker implements CacheWorker {
   }
 }
 
+
+/** With a short-circuit tier the page files on the tmpfs are the memory tier: report them so. */
+function shmAsMemory(s: PageStoreStats, shm: boolean): PageStoreStats {
+  if (!shm) return s;
+  return { ...s, memoryBytes: s.diskBytes, memoryPages: s.diskPages, memoryBudget: s.diskBudget, diskBytes: 0, diskPages: 0, diskBudget: 0 };
+}

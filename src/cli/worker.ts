@@ -25,6 +25,8 @@ interface WorkerCliOptions extends StoreOptions, EtcdSecurityValues {
   memory: number;
   diskDir?: string | undefined;
   disk: number;
+  shmDir?: string | undefined;
+  shmGroup?: string | undefined;
   pageSize: number;
   policy: EvictionPolicyName;
   etcd?: string | undefined;
@@ -48,6 +50,10 @@ function workerOptions(o: WorkerCliOptions, command: Command): Omit<WorkerOption
   if (o.diskDir === undefined && command.getOptionValueSource('disk') === 'cli') {
     throw new ConfigError(`--disk ${o.disk} needs --disk-dir: the disk tier lives in a directory`);
   }
+  if (o.shmDir !== undefined && o.diskDir !== undefined) {
+    throw new ConfigError(`--shm-dir ${o.shmDir} and --disk-dir ${o.diskDir} cannot be combined: the shared-memory tier replaces the memory tier of a worker without a disk tier`);
+  }
+  if (o.shmDir === undefined && o.shmGroup !== undefined) throw new ConfigError(`--shm-group ${o.shmGroup} needs --shm-dir`);
   const fromCli = (name: string) => command.getOptionValueSource(name) === 'cli';
   if (o.etcd === undefined && (fromCli('cluster') || fromCli('leaseTtl'))) {
     throw new ConfigError(`${fromCli('cluster') ? '--cluster' : '--lease-ttl'} needs --etcd (or GRANARY_ETCD): without etcd the worker does not register`);
@@ -70,6 +76,11 @@ function workerOptions(o: WorkerCliOptions, command: Command): Omit<WorkerOption
     if (o.diskDir !== undefined) {
       out.diskDir = o.diskDir;
       out.diskBytes = o.disk;
+    }
+    if (o.shmDir !== undefined) {
+      if (o.shmDir.length === 0) throw new ConfigError('--shm-dir is empty; leave it unset to keep the memory tier in the heap');
+      out.shmDir = o.shmDir;
+      if (o.shmGroup !== undefined) out.shmGroup = o.shmGroup;
     }
     if (o.etcd !== undefined) {
       validateCluster(o.cluster, '--cluster');
@@ -107,6 +118,8 @@ async function resolveConfig(cli: WorkerCliOptions, command: Command): Promise<W
     memory: v.memory,
     diskDir: v.diskDir,
     disk: v.disk,
+    shmDir: v.shmDir,
+    shmGroup: v.shmGroup,
     pageSize: v.pageSize,
     policy: v.policy,
     leaseTtl: v.leaseTtl,
@@ -135,6 +148,8 @@ export function registerWorker(program: Command): void {
     .addOption(new Option('--memory <size>', 'memory tier budget').argParser(bytesParser(1)).default(256 * MiB, '256MiB'))
     .addOption(new Option('--disk-dir <dir>', 'directory of the disk tier (default: no disk tier); a restart on it finds its pages again'))
     .addOption(new Option('--disk <size>', 'disk tier budget (with --disk-dir)').argParser(bytesParser(1)).default(1024 * MiB, '1GiB'))
+    .addOption(new Option('--shm-dir <dir>', 'keep the memory tier as page files in this tmpfs directory (e.g. /dev/shm/granary-w1): clients on this host read them directly (not with --disk-dir)'))
+    .addOption(new Option('--shm-group <group>', 'group (name or gid) that may read --shm-dir too (default: this user only, 0700)'))
     .addOption(new Option('--page-size <size>', 'cache page size; every worker of a cluster should agree').argParser(bytesParser(1, 0x7fff_ffff)).default(DEFAULT_PAGE_SIZE, '1MiB'))
     .addOption(new Option('--policy <policy>', 'eviction policy of both tiers').argParser(choiceParser(POLICIES)).default('lru'))
     .addOption(etcdOption())
@@ -161,6 +176,7 @@ SIGTERM or SIGINT: leave the ring (revoke the etcd lease), finish requests in fl
 
 Examples:
   granary worker --port 7070 --memory 1GiB --disk-dir /var/cache/granary --disk 20GiB --file-root /data
+  granary worker --port 7070 --memory 8GiB --shm-dir /dev/shm/granary-7070
   GRANARY_TOKEN=secret granary worker --etcd http://127.0.0.1:2379 --cluster train --allow s3://datasets/`,
   );
   cmd.action(async (cliOptions: WorkerCliOptions, command: Command) => {

@@ -60,6 +60,8 @@ export const SECTIONS = {
     memory: { doc: 'memory tier budget', schema: bytes(1), default: 256 * MiB },
     diskDir: { doc: 'directory of the disk tier (default: no disk tier)', schema: str() },
     disk: { doc: 'disk tier budget (with diskDir)', schema: bytes(1), default: 1024 * MiB },
+    shmDir: { doc: 'keep the memory tier as page files in this tmpfs directory, read directly by clients on this host (not with diskDir)', schema: str() },
+    shmGroup: { doc: 'group (name or gid) that may read shmDir too (default: the worker user only)', schema: str() },
     pageSize: { doc: 'cache page size; every worker of a cluster should agree', schema: bytes(1, 0x7fff_ffff), default: MiB },
     policy: { doc: 'eviction policy of both tiers', schema: oneOf(['lru', 's3fifo'] as const), default: 'lru' },
     leaseTtl: { doc: 'etcd lease TTL in seconds', schema: int(2, 3600), default: 10 },
