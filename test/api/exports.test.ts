@@ -34,6 +34,7 @@ const GRANARY_VALUES = [
   'NotFoundError',
   'PathEscapeError',
   'RangeNotSatisfiableError',
+  'RangeTooLargeError',
   'S3Ufs',
   'SchemaMismatchError',
   'TimeoutError',
@@ -44,6 +45,7 @@ const GRANARY_VALUES = [
   'UnsupportedOperationError',
   'UnsupportedSchemeError',
   'VersionChangedError',
+  'WorkerBusyError',
   'createUfs',
   'errorFromCode',
   'isGranaryError',
@@ -102,7 +104,9 @@ const GRANARY_TYPES = [
   'WorkerHintStats',
   'WorkerInfo',
   'WorkerInfoResponse',
+  'WorkerLimitOptions',
   'WorkerOptions',
+  'WorkerTlsOptions',
   'WriteData',
 ];
 
