@@ -52,7 +52,7 @@ export function createWorkerServer(tls: ServerTls | undefined, options: ServerOp
   if (tls === undefined) return createHttpServer(options, handler);
   try {
     // https.Server has every http.Server method the worker uses (closeIdleConnections & co.).
-    return createHttpsServer({ ...options, cert: tls.cert, key: tls.key }, handler) as unknown as Server;
+    return createHttpsServer({ ...options, cert: tls.cert, key: tls.key }, handler);
   } catch (err) {
     throw new ConfigError(`The worker's TLS certificate or key is not usable: ${(err as Error).message}`, { cause: err });
   }
