@@ -147,6 +147,12 @@ describe('secrets', () => {
     thrown.push(await client.read('s3://data/obj.txt').catch((e: unknown) => e));
     thrown.push(await client.stat('s3://data/missing.txt').catch((e: unknown) => e));
     await client.close();
+    const goodUfs = { s3: { ...badUfs.s3, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } } };
+    const good = new CacheClient({ workers: [workerUrl], token: TOKEN, ufs: goodUfs });
+    const missing = await good.stat('s3://data/missing.txt').catch((e: unknown) => e);
+    expect(missing).toMatchObject({ code: ErrorCodes.NOT_FOUND });
+    thrown.push(missing);
+    await good.close();
     thrown.push(await startWorker({ host: '0.0.0.0', ufs: badUfs }).catch((e: unknown) => e));
     thrown.push(await startWorker({ token: TOKEN, maxConcurrentRequests: -1, ufs: badUfs }).catch((e: unknown) => e));
     thrown.push(await startWorker({ token: TOKEN, tls: { certFile: '/nonexistent.crt', keyFile: '/nonexistent.key' } }).catch((e: unknown) => e));
@@ -163,6 +169,11 @@ describe('secrets', () => {
     await worker.exited;
     record('granary worker', worker.output());
 
+    // The grep below saw the errors it is about, not empty output.
+    const all = emitted.map((e) => e.text).join('\n');
+    for (const seen of [ErrorCodes.UNAUTHORIZED, ErrorCodes.ACCESS_DENIED, ErrorCodes.NOT_FOUND, ErrorCodes.BAD_REQUEST, ErrorCodes.RANGE_TOO_LARGE, ErrorCodes.CONFIG, 'granary_worker_refused_total', '"counters"']) {
+      expect(all).toContain(seen);
+    }
     const hits = emitted.flatMap(({ where, text }) => SECRETS.filter((s) => text.includes(s)).map((s) => `${s} in ${where}:\n${text}`));
     expect(hits).toEqual([]);
     expect(emitted.length).toBeGreaterThan(15);
