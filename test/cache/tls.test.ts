@@ -24,6 +24,8 @@ import { waitFor } from '../support/wait.js';
 
 const MiB = 1024 * 1024;
 const TOKEN = 'tls-test-token';
+/** Keep the developer's own GRANARY_* settings out of the children. */
+const CLEAN_ENV: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('GRANARY_')));
 
 let certs: TestCerts;
 let dir: string;
@@ -139,7 +141,7 @@ describe('TLS options', () => {
 describe('the command line', () => {
   it('serves HTTPS with --tls-cert/--tls-key, and `granary cat --tls-ca` reads through it', async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'worker', '--port', '0', '--json', '--file-root', dir, '--tls-cert', certs.serverCertFile, '--tls-key', certs.serverKeyFile], {
-        env: { ...process.env, GRANARY_TOKEN: TOKEN },
+        env: { ...CLEAN_ENV, GRANARY_TOKEN: TOKEN },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
     try {
