@@ -47,12 +47,17 @@ export function loadServerTls(tls: unknown): ServerTls | undefined {
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
-/** The worker's server: HTTPS when `tls` is given, else HTTP; the same handler and options either way. */
-export function createWorkerServer(tls: ServerTls | undefined, options: ServerOptions, handler: Handler): Server {
-  if (tls === undefined) return createHttpServer(options, handler);
+/**
+ * The worker's server: HTTPS when `tls` is given, else HTTP; the same handler and options
+ * either way. A TLS handshake must finish within `handshakeTimeoutMs` (the headers
+ * timeout), so a peer cannot hold a connection by trickling its handshake instead.
+ */
+export function createWorkerServer(tls: ServerTls | undefined, options: ServerOptions & { handshakeTimeoutMs: number }, handler: Handler): Server {
+  const { handshakeTimeoutMs, ...http } = options;
+  if (tls === undefined) return createHttpServer(http, handler);
   try {
     // https.Server has every http.Server method the worker uses (closeIdleConnections & co.).
-    return createHttpsServer({ ...options, cert: tls.cert, key: tls.key }, handler);
+    return createHttpsServer({ ...http, cert: tls.cert, key: tls.key, handshakeTimeout: handshakeTimeoutMs }, handler);
   } catch (err) {
     throw new ConfigError(`The worker's TLS certificate or key is not usable: ${(err as Error).message}`, { cause: err });
   }

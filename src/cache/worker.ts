@@ -109,7 +109,7 @@ class Worker implements CacheWorker {
     this.#limiter = new RequestLimiter(limits, this.#m.registry);
     const tls = loadServerTls(opts.tls);
     this.#scheme = tls === undefined ? 'http' : 'https';
-    this.#server = createWorkerServer(tls, { keepAlive: true, keepAliveTimeout: 30_000, ...serverLimitOptions(limits) }, workerHandler(this.#httpContext()));
+    this.#server = createWorkerServer(tls, { keepAlive: true, keepAliveTimeout: 30_000, ...serverLimitOptions(limits), handshakeTimeoutMs: limits.headersTimeoutMs }, workerHandler(this.#httpContext()));
     applyServerLimits(this.#server, limits);
   }
 

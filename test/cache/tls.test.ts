@@ -6,6 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { connect } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -117,6 +118,24 @@ describe('a worker with a certificate', () => {
       expect(reasons.length).toBeGreaterThanOrEqual(2);
       for (const r of reasons) expect(r).toMatch(/certificate/);
       expect(worker.info().counters.bytesServed).toBe(served);
+    }
+  });
+});
+
+describe('a TLS handshake', () => {
+  it('that never comes is cut off after the headers timeout, while others are served', async () => {
+    const w = await startWorker({ tls: { certFile: certs.serverCertFile, keyFile: certs.serverKeyFile }, fileRoot: dir, headersTimeoutMs: 300, requestTimeoutMs: 1000 });
+    try {
+      const silent = connect(Number(new URL(w.url).port), '127.0.0.1');
+      silent.on('error', () => undefined);
+      const closed = new Promise<void>((resolve) => silent.once('close', () => resolve()));
+      await new Promise<void>((resolve) => silent.once('connect', () => resolve()));
+      await using client = new CacheClient({ workers: [w.url], tlsCa: certs.caFile });
+      expectBytes(await client.read(small.url), small.bytes);
+      expect(client.stats().fallbacks).toBe(0);
+      await closed;
+    } finally {
+      await w.close();
     }
   });
 });
