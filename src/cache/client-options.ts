@@ -23,6 +23,14 @@ export interface CacheClientOptions {
   /** Bearer token the workers require. */
   token?: string;
   /**
+   * PEM file of the CA that signed the workers' certificates (`https://` workers). Without
+   * it the system's CAs are trusted; a worker whose certificate does not verify is
+   * never read from (its parts come from the store). Verification cannot be turned off.
+   * @default undefined (system CAs)
+   * @example '/etc/granary/ca.crt'
+   */
+  tlsCa?: string;
+  /**
    * Bytes of an object placed together on one worker. Smaller blocks spread a large file
    * over more workers. Every client of a cluster should use the same value.
    * @default 16 MiB

@@ -98,7 +98,7 @@ export class CacheClient implements UnderFileSystem {
       this.#ring = new HashRing(members);
       diag.ring.publish({ members: members.map((m) => m.id) });
     });
-    this.#transport = new WorkerTransport({ token: options.token, timeoutMs: settings.requestTimeoutMs });
+    this.#transport = new WorkerTransport({ token: options.token, tlsCa: options.tlsCa, timeoutMs: settings.requestTimeoutMs });
     this.#metadata = new ClientMetadata(settings.metadataTtlMs, (key, signal, fn) => this.#askWorker(key, signal, fn), this.#transport, this.#store);
     this.#admin = {
       transport: this.#transport,
@@ -399,7 +399,9 @@ export class CacheClient implements UnderFileSystem {
           breaker.success();
           throw err;
         }
-        breaker.failure();
+        // A busy worker is alive: its part goes to the store, its breaker stays closed.
+        if (err.declined) breaker.success();
+        else breaker.failure();
         diag.fallback.publish({ worker: w.id, ...detail, reason: err.message });
       }
     }

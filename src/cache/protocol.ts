@@ -47,6 +47,7 @@ export function statusForCode(code: GranaryErrorCode): number {
     case ErrorCodes.BAD_REQUEST:
     case ErrorCodes.PATH_ESCAPE:
     case ErrorCodes.UNSUPPORTED_OPERATION:
+    case ErrorCodes.RANGE_TOO_LARGE:
       return 400;
     case ErrorCodes.UNAUTHORIZED:
       return 401;
@@ -62,6 +63,7 @@ export function statusForCode(code: GranaryErrorCode): number {
       return 416;
     case ErrorCodes.CLOSED:
     case ErrorCodes.UNAVAILABLE:
+    case ErrorCodes.BUSY:
       return 503;
     case ErrorCodes.TIMEOUT:
       return 504;
