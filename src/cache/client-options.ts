@@ -44,6 +44,14 @@ export interface CacheClientOptions {
    * cache of the system granary is modelled on). Off unless given.
    */
   localCache?: { memoryBytes: number; diskDir?: string; diskBytes?: number; pageSize?: number };
+  /**
+   * Verify every page a worker sends against the CRC-32 the worker computed when it read
+   * the page from the store (docs/cache.md, "Checksums"). A mismatch, or an answer without
+   * checksums, is `GRANARY_ERR_CORRUPT`: counted in `stats().corrupt`, reported to the
+   * worker (which drops the pages), and the part is read from the store instead.
+   * @default true
+   */
+  checksums?: boolean;
 }
 
 export interface CacheClientStats {
@@ -55,6 +63,8 @@ export interface CacheClientStats {
   fallbacks: number;
   bytesFromCache: number;
   bytesFromUfs: number;
+  /** Parts a worker sent with bytes that failed their page checksums (or without checksums): each was read from the store instead. */
+  corrupt: number;
   /** Requests this client itself sent to the store (workers' own store reads not included). */
   ufsRequests: number;
   /** Requests to the store by kind, from this client. */

@@ -7,13 +7,14 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { BadRequestError, ClosedError, InternalError, isGranaryError } from '../errors.js';
 import { checkRange } from '../ufs/url.js';
 import { parseHintRequest, type WorkerHints } from './hints.js';
+import { CRC_ALGORITHM, encodeTrailer } from './page-checksum.js';
 import { pageKey, pagesForRange } from './page-key.js';
 import { Headers, Paths, statusForCode } from './protocol.js';
 import { refusalReason, type AccessPolicy } from './worker-access.js';
 import type { ReadThrough } from './worker-core.js';
 import type { LoadJobs } from './worker-jobs.js';
 import type { WorkerMetrics } from './worker-metrics.js';
-import { intParam, maxAgeParam, optionalIntParam, parseLoadBody, readJsonBody, requiredParam } from './worker-requests.js';
+import { intParam, maxAgeParam, optionalIntParam, pageListParam, parseLoadBody, readJsonBody, requiredParam } from './worker-requests.js';
 import type { WorkerInfoResponse } from './worker-options.js';
 
 export interface WorkerHttpContext {
@@ -73,6 +74,8 @@ async function handle(ctx: WorkerHttpContext, req: IncomingMessage, res: ServerR
         return await handleList(ctx, u, res);
       case `POST ${Paths.invalidate}`:
         return await handleInvalidate(ctx, u, res);
+      case `POST ${Paths.corrupt}`:
+        return await handleCorrupt(ctx, u, res);
       case `POST ${Paths.load}`:
         return await handleLoad(ctx, await readJsonBody(req), res);
       case `POST ${Paths.hints}`:
@@ -116,12 +119,30 @@ async function handleRead(ctx: WorkerHttpContext, u: URL, res: ServerResponse): 
     ctx.hints.classify(Array.from({ length: count }, (_, i) => pageKey(url, etag, first + i)));
   }
   const size = optionalIntParam(u, 'size');
-  const { pieces, info, hit } = await ctx.core.readPieces(url, offset, length, etag, etag === undefined ? undefined : size);
+  const crc = u.searchParams.get('crc');
+  if (crc !== null && crc !== CRC_ALGORITHM) throw new BadRequestError(`Unknown checksum \`${crc.slice(0, 40)}\` (this worker sends ${CRC_ALGORITHM})`, { url });
+  const { pieces, info, hit, crcs } = await ctx.core.readPieces(url, offset, length, etag, etag === undefined ? undefined : size, crc !== null);
   res.setHeader(Headers.etag, info.etag);
   res.setHeader(Headers.cache, hit);
   const bytes = pieces.reduce((n, p) => n + p.byteLength, 0);
   ctx.core.served(bytes);
-  sendBytes(res, pieces, bytes);
+  if (crcs) {
+    res.setHeader(Headers.crc, String(ctx.pageSize));
+    sendBytes(res, [...pieces, encodeTrailer(crcs)], bytes + crcs.length * 4);
+  } else {
+    sendBytes(res, pieces, bytes);
+  }
+}
+
+/** A client found these pages of a version corrupt (or without a checksum): drop them, so the next read refetches them. */
+async function handleCorrupt(ctx: WorkerHttpContext, u: URL, res: ServerResponse): Promise<void> {
+  const url = requiredParam(u, 'url');
+  const etag = requiredParam(u, 'etag');
+  const pages = pageListParam(u, 'pages');
+  await ctx.policy.check(url);
+  const dropped = await ctx.core.dropPages(url, etag, pages);
+  ctx.metrics.corruptReports.inc();
+  json(res, 200, { dropped });
 }
 
 async function handleStat(ctx: WorkerHttpContext, u: URL, res: ServerResponse): Promise<void> {

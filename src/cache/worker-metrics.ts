@@ -12,6 +12,8 @@ export interface WorkerMetrics {
   requests: Counter<'endpoint' | 'status'>;
   /** Requests refused by the worker's policy (token, allow, fileRoot, address guard), by reason. */
   refused: Counter<'reason'>;
+  /** Reports from clients of pages whose bytes failed their checksum (the pages are dropped). */
+  corruptReports: Counter;
   latency: Histogram<'endpoint'>;
   usage: Gauge<'tier'>;
   capacity: Gauge<'tier'>;
@@ -44,6 +46,11 @@ export function createWorkerMetrics(workerId: string): WorkerMetrics {
       name: 'granary_worker_refused_total',
       help: 'Requests refused by policy (token, allow prefixes, file root, private addresses), by reason',
       labelNames: ['reason'],
+      registers: r,
+    }),
+    corruptReports: new Counter({
+      name: 'granary_worker_corrupt_reports_total',
+      help: 'Client reports of pages that failed their end-to-end checksum (each drops those pages)',
       registers: r,
     }),
     latency: new Histogram({

@@ -91,6 +91,19 @@ export function optionalIntParam(u: URL, name: string): number | undefined {
   return Number(queryValue(u, name, NonNegativeInt));
 }
 
+/** Most page indices one `/v1/corrupt` may name (a maximal read of the smallest pages is far fewer). */
+const MAX_PAGE_LIST = 65536;
+const PAGE_LIST_RE = /^\d{1,12}(,\d{1,12})*$/;
+
+/** A required comma-separated list of page indices (`pages=3,4`). */
+export function pageListParam(u: URL, name: string): number[] {
+  const raw = requiredParam(u, name);
+  if (!PAGE_LIST_RE.test(raw)) throw new BadRequestError(`Query parameter \`${name}\` must list page indices separated by commas, got \`${raw.slice(0, 100)}\``);
+  const pages = raw.split(',').map(Number);
+  if (pages.length > MAX_PAGE_LIST) throw new BadRequestError(`Query parameter \`${name}\` lists ${pages.length} pages, more than ${MAX_PAGE_LIST}`);
+  return pages;
+}
+
 /** A client's `maxAgeMs`: it will not accept metadata older than this (its own TTL). */
 export function maxAgeParam(u: URL): number | undefined {
   if (u.searchParams.get('maxAgeMs') === null) return undefined;
