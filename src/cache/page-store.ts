@@ -481,9 +481,12 @@ export class PageStore implements AsyncDisposable {
     }
     const data = decodePageFile(buf, key, this.pageSize);
     if (typeof data === 'string') {
-      this.#counters.corruptPages++;
-      if (corruptChannel.hasSubscribers) corruptChannel.publish({ key, file, reason: data });
-      if (this.#disk.get(key) === entry) await this.#drop(key);
+      // Concurrent reads of one bad file all see it bad; the first drops and counts it.
+      if (this.#disk.get(key) === entry) {
+        this.#counters.corruptPages++;
+        if (corruptChannel.hasSubscribers) corruptChannel.publish({ key, file, reason: data });
+        await this.#drop(key);
+      }
       return undefined;
     }
     return data;
