@@ -14,7 +14,7 @@ import { refusalReason, type AccessPolicy } from './worker-access.js';
 import type { ReadThrough } from './worker-core.js';
 import type { LoadJobs } from './worker-jobs.js';
 import type { WorkerMetrics } from './worker-metrics.js';
-import { intParam, maxAgeParam, optionalIntParam, pageListParam, parseLoadBody, readJsonBody, requiredParam } from './worker-requests.js';
+import { intParam, maxAgeParam, optionalIntParam, pageListParam, parseLoadBody, readJsonBody, requestUrl, requiredParam } from './worker-requests.js';
 import type { WorkerInfoResponse } from './worker-options.js';
 
 export interface WorkerHttpContext {
@@ -59,7 +59,7 @@ async function handle(ctx: WorkerHttpContext, req: IncomingMessage, res: ServerR
   const started = process.hrtime.bigint();
   let endpoint = 'unknown';
   try {
-    const u = new URL(req.url ?? '/', 'http://worker');
+    const u = requestUrl(req.url);
     endpoint = u.pathname.startsWith(Paths.jobs) ? Paths.jobs : u.pathname;
     res.setHeader(Headers.worker, ctx.id);
     if (u.pathname === Paths.health) return send(res, 200, 'ok\n', 'text/plain');

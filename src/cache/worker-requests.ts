@@ -64,6 +64,21 @@ function queryValue<T>(u: URL, name: string, schema: z.ZodType<T>): T {
   return parsed.data;
 }
 
+/**
+ * The URL of a request from its target. Resolved as a path under a fixed origin, never
+ * against one: `//x/v1/read` would otherwise name host `x` and path `/v1/read`, and
+ * `//` does not parse at all.
+ */
+export function requestUrl(target: string | undefined): URL {
+  const t = target ?? '/';
+  if (!t.startsWith('/')) throw new BadRequestError(`Expected a request target that is a path, got \`${t.slice(0, 100)}\``);
+  try {
+    return new URL(`http://worker${t}`);
+  } catch {
+    throw new BadRequestError(`Request target \`${t.slice(0, 100)}\` does not parse as a path`);
+  }
+}
+
 // Every read parses these: a plain test first, the schema only to word a refusal.
 const INT_RE = /^-?\d{1,16}$/;
 const NON_NEGATIVE_INT_RE = /^\d{1,12}$/;

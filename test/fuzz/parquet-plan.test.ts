@@ -85,7 +85,7 @@ describe('Parquet planning on mutated files', () => {
     async () => {
       await fc.assert(
         fc.asyncProperty(fc.array(mutation, { minLength: 1, maxLength: 3 }), async (ms) => {
-          let b = original.slice();
+          let b: Uint8Array = original.slice();
           for (const m of ms) b = m(b);
           await plan(b);
         }),
