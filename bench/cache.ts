@@ -591,7 +591,11 @@ async function main(): Promise<void> {
           r.kind.startsWith('bare') ? 'bare node:http (bytes in memory)' : 'granary worker (memory tier)',
           r.kind === 'client'
             ? `${CLIENTS} x CacheClient`
-            : r.kind === 'bare-copy'
+            : r.kind === 'client-nocrc'
+              ? `${CLIENTS} x CacheClient, checksums: false`
+              : r.kind === 'raw-crc'
+                ? `${CLIENTS} x undici request with crc=crc32, body drained`
+                : r.kind === 'bare-copy'
               ? `${CLIENTS} x undici request, body copied into a new 1 MiB buffer`
               : `${CLIENTS} x undici request, body drained`,
           fmt(median(r.mibps)),

@@ -82,6 +82,9 @@ export interface ClientSettings {
 }
 
 export function clientSettings(options: CacheClientOptions): ClientSettings {
+  if (options.checksums !== undefined && typeof options.checksums !== 'boolean') {
+    throw new InvalidArgumentError(`Expected \`checksums\` to be a boolean, got \`${String(options.checksums)}\` (${typeof options.checksums})`);
+  }
   return {
     blockSize: optionalInt('blockSize', options.blockSize, 16 * MiB),
     partSize: optionalInt('partSize', options.partSize, 4 * MiB),
