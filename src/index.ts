@@ -29,6 +29,7 @@ export {
   ConfigError,
   InternalError,
   MissingDependencyError,
+  AlreadyExistsError,
   errorFromCode,
   isGranaryError,
   isRetryableError,

@@ -13,6 +13,7 @@ import { S3RVER_RANGE } from '../../src/demo/embedded-s3.js';
 
 const GRANARY_VALUES = [
   'AccessDeniedError',
+  'AlreadyExistsError',
   'BadRequestError',
   'CacheClient',
   'ClosedError',
