@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { BadRequestError, ClosedError, InternalError, isGranaryError, RangeTooLargeError } from '../errors.js';
 import { checkRange } from '../ufs/url.js';
 import { parseHintRequest, type WorkerHints } from './hints.js';
+import { CRC_ALGORITHM, encodeTrailer } from './page-checksum.js';
 import { pageKey, pagesForRange } from './page-key.js';
 import { Headers, Paths, statusForCode } from './protocol.js';
 import { parseTouchBody } from './short-circuit-touch.js';
@@ -15,7 +16,7 @@ import type { ReadThrough } from './worker-core.js';
 import type { LoadJobs } from './worker-jobs.js';
 import type { RequestLimiter } from './worker-limits.js';
 import type { WorkerMetrics } from './worker-metrics.js';
-import { intParam, maxAgeParam, optionalIntParam, parseLoadBody, readJsonBody, requiredParam } from './worker-requests.js';
+import { intParam, maxAgeParam, optionalIntParam, pageListParam, parseLoadBody, readJsonBody, requestUrl, requiredParam } from './worker-requests.js';
 import type { WorkerInfoResponse } from './worker-options.js';
 
 export interface WorkerHttpContext {
@@ -62,7 +63,7 @@ async function handle(ctx: WorkerHttpContext, req: IncomingMessage, res: ServerR
   const started = process.hrtime.bigint();
   let endpoint = 'unknown';
   try {
-    const u = new URL(req.url ?? '/', 'http://worker');
+    const u = requestUrl(req.url);
     endpoint = u.pathname.startsWith(Paths.jobs) ? Paths.jobs : u.pathname;
     res.setHeader(Headers.worker, ctx.id);
     if (u.pathname === Paths.health) return send(res, 200, 'ok\n', 'text/plain');
@@ -79,6 +80,8 @@ async function handle(ctx: WorkerHttpContext, req: IncomingMessage, res: ServerR
         return await handleList(ctx, u, res);
       case `POST ${Paths.invalidate}`:
         return await handleInvalidate(ctx, u, res);
+      case `POST ${Paths.corrupt}`:
+        return await handleCorrupt(ctx, u, res);
       case `POST ${Paths.load}`:
         return await handleLoad(ctx, await readJsonBody(req), res);
       case `POST ${Paths.hints}`:
@@ -124,12 +127,30 @@ async function handleRead(ctx: WorkerHttpContext, u: URL, res: ServerResponse): 
     ctx.hints.classify(Array.from({ length: count }, (_, i) => pageKey(url, etag, first + i)));
   }
   const size = optionalIntParam(u, 'size');
-  const { pieces, info, hit } = await ctx.core.readPieces(url, offset, length, etag, etag === undefined ? undefined : size);
+  const crc = u.searchParams.get('crc');
+  if (crc !== null && crc !== CRC_ALGORITHM) throw new BadRequestError(`Unknown checksum \`${crc.slice(0, 40)}\` (this worker sends ${CRC_ALGORITHM})`, { url });
+  const { pieces, info, hit, crcs } = await ctx.core.readPieces(url, offset, length, etag, etag === undefined ? undefined : size, crc !== null);
   res.setHeader(Headers.etag, info.etag);
   res.setHeader(Headers.cache, hit);
   const bytes = pieces.reduce((n, p) => n + p.byteLength, 0);
   ctx.core.served(bytes);
-  sendBytes(res, pieces, bytes);
+  if (crcs) {
+    res.setHeader(Headers.crc, String(ctx.pageSize));
+    sendBytes(res, [...pieces, encodeTrailer(crcs)], bytes + crcs.length * 4);
+  } else {
+    sendBytes(res, pieces, bytes);
+  }
+}
+
+/** A client found these pages of a version corrupt (or without a checksum): drop them, so the next read refetches them. */
+async function handleCorrupt(ctx: WorkerHttpContext, u: URL, res: ServerResponse): Promise<void> {
+  const url = requiredParam(u, 'url');
+  const etag = requiredParam(u, 'etag');
+  const pages = pageListParam(u, 'pages');
+  await ctx.policy.check(url);
+  const dropped = await ctx.core.dropPages(url, etag, pages);
+  ctx.metrics.corruptReports.inc();
+  json(res, 200, { dropped });
 }
 
 async function handleStat(ctx: WorkerHttpContext, u: URL, res: ServerResponse): Promise<void> {

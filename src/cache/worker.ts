@@ -287,6 +287,7 @@ class Worker implements CacheWorker {
     this.#m.usage.set({ tier: 'memory' }, s.memoryBytes);
     this.#m.usage.set({ tier: 'disk' }, s.diskBytes);
     this.#m.evictions.set(s.evictions);
+    this.#m.corruptPages.set(s.corruptPages);
     return this.#m.registry.metrics();
   }
 
