@@ -15,6 +15,8 @@ import { LocalPageTier } from './local-page-tier.js';
 import type { Membership, WorkerInfo } from './membership.js';
 import { HashRing, ringKey } from './ring.js';
 import { ShortCircuitReader, shortCircuitEnabled } from './short-circuit.js';
+import { reportCorrupt } from './client-corrupt.js';
+import { ChecksumFault } from './page-checksum.js';
 import { WorkerFault } from './worker-errors.js';
 import { WorkerTransport } from './worker-transport.js';
 // Sharing one membership and one set of breakers with copies in other threads (src/cache/shared-state.ts).
@@ -75,7 +77,7 @@ export class CacheClient implements UnderFileSystem {
   readonly #partSize: number;
   readonly #replicas: number;
   #closing: Promise<void> | undefined;
-  readonly #counts = { hits: 0, misses: 0, fallbacks: 0, bytesFromCache: 0, bytesFromUfs: 0 };
+  readonly #counts = { hits: 0, misses: 0, fallbacks: 0, bytesFromCache: 0, bytesFromUfs: 0, corrupt: 0 };
 
   /**
    * @param state Internal: the membership and breakers of a copy rebuilt in another
@@ -98,7 +100,7 @@ export class CacheClient implements UnderFileSystem {
       this.#ring = new HashRing(members);
       diag.ring.publish({ members: members.map((m) => m.id) });
     });
-    this.#transport = new WorkerTransport({ token: options.token, timeoutMs: settings.requestTimeoutMs });
+    this.#transport = new WorkerTransport({ token: options.token, tlsCa: options.tlsCa, timeoutMs: settings.requestTimeoutMs, checksums: options.checksums });
     this.#metadata = new ClientMetadata(settings.metadataTtlMs, (key, signal, fn) => this.#askWorker(key, signal, fn), this.#transport, this.#store);
     this.#admin = {
       transport: this.#transport,
@@ -359,7 +361,15 @@ export class CacheClient implements UnderFileSystem {
       return;
     }
     const detail = { url, offset: part.offset, length: part.length };
-    const hit = await this.#askWorker(ringKey(url, etag, part.block), signal, (w) => this.#queue.add(() => this.#transport.read(w, req, signal), { signal }), detail);
+    const read = (w: WorkerInfo): Promise<string> =>
+      this.#transport.read(w, req, signal).catch((err: unknown) => {
+        if (err instanceof ChecksumFault) {
+          this.#counts.corrupt++;
+          reportCorrupt(this.#transport, err);
+        }
+        throw err;
+      });
+    const hit = await this.#askWorker(ringKey(url, etag, part.block), signal, (w) => this.#queue.add(() => read(w), { signal }), detail);
     if (hit !== undefined) {
       if (hit === 'hit') this.#counts.hits++;
       else this.#counts.misses++;
@@ -399,7 +409,9 @@ export class CacheClient implements UnderFileSystem {
           breaker.success();
           throw err;
         }
-        breaker.failure();
+        // A busy worker is alive: its part goes to the store, its breaker stays closed.
+        if (err.declined) breaker.success();
+        else breaker.failure();
         diag.fallback.publish({ worker: w.id, ...detail, reason: err.message });
       }
     }

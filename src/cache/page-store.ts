@@ -16,6 +16,7 @@ import {
   pageFileBytes,
   parsePageHeader,
 } from './page-file.js';
+import { inheritPageCrc } from './page-checksum.js';
 import type { PageKey } from './page-key.js';
 import { DEFAULT_PAGE_SIZE, checkPageSize, pageFileName, parsePageKey, tryParsePageKey } from './page-key.js';
 
@@ -271,6 +272,7 @@ export class PageStore implements AsyncDisposable {
     // A copy: the caller's array may be a view into a much larger buffer (a socket
     // chunk, a whole-range read), which would pin that buffer and defeat the budget.
     const page = new Uint8Array(bytes);
+    inheritPageCrc(bytes, page);
     this.#memInsert(key, page, options.hint);
     if (this.#diskPolicy !== undefined && !this.#disk.has(key)) await this.#diskInsert(key, page, options.hint);
   }
@@ -292,6 +294,17 @@ export class PageStore implements AsyncDisposable {
   has(key: PageKey): boolean {
     this.#checkOpen('has');
     return this.#mem.has(key) || this.#disk.has(key);
+  }
+
+  /**
+   * Drop one page from both tiers (a page a client found corrupt). Resolves with
+   * whether either tier held it, once its file is gone.
+   */
+  async delete(key: PageKey): Promise<boolean> {
+    this.#checkOpen('delete');
+    const held = this.#mem.has(key) || this.#disk.has(key);
+    await this.#drop(key);
+    return held;
   }
 
   /**
@@ -496,9 +509,12 @@ export class PageStore implements AsyncDisposable {
     }
     const data = decodePageFile(buf, key, this.pageSize);
     if (typeof data === 'string') {
-      this.#counters.corruptPages++;
-      if (corruptChannel.hasSubscribers) corruptChannel.publish({ key, file, reason: data });
-      if (this.#disk.get(key) === entry) await this.#drop(key);
+      // Concurrent reads of one bad file all see it bad; the first drops and counts it.
+      if (this.#disk.get(key) === entry) {
+        this.#counters.corruptPages++;
+        if (corruptChannel.hasSubscribers) corruptChannel.publish({ key, file, reason: data });
+        await this.#drop(key);
+      }
       return undefined;
     }
     return data;

@@ -14,6 +14,10 @@ export interface WorkerMetrics {
   requests: Counter<'endpoint' | 'status'>;
   /** Requests refused by the worker's policy (token, allow, fileRoot, address guard), by reason. */
   refused: Counter<'reason'>;
+  /** Reports from clients of pages whose bytes failed their checksum (the pages are dropped). */
+  corruptReports: Counter;
+  /** Page files that failed their CRCs (on read or at recovery) and were dropped. */
+  corruptPages: Gauge;
   latency: Histogram<'endpoint'>;
   usage: Gauge<'tier'>;
   capacity: Gauge<'tier'>;
@@ -49,6 +53,12 @@ export function createWorkerMetrics(workerId: string): WorkerMetrics {
       labelNames: ['reason'],
       registers: r,
     }),
+    corruptReports: new Counter({
+      name: 'granary_worker_corrupt_reports_total',
+      help: 'Client reports of pages that failed their end-to-end checksum (each drops those pages)',
+      registers: r,
+    }),
+    corruptPages: new Gauge({ name: 'granary_worker_corrupt_pages', help: 'Page files that failed their checksums since start (dropped, refetched on demand)', registers: r }),
     latency: new Histogram({
       name: 'granary_worker_request_seconds',
       help: 'Request latency, by endpoint',

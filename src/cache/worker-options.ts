@@ -5,8 +5,10 @@ import type { EvictionPolicyName } from './eviction.js';
 import type { WorkerHintOptions, WorkerHintStats } from './hints.js';
 import type { EtcdSecurityOptions } from './etcd-security.js';
 import type { ShortCircuitInfo } from './short-circuit-tier.js';
+import type { WorkerLimitOptions } from './worker-limits.js';
+import type { WorkerTlsOptions } from './worker-tls.js';
 
-export interface WorkerOptions {
+export interface WorkerOptions extends WorkerLimitOptions {
   /**
    * Address to bind. Anything but loopback needs a `token` (or `insecure: true`).
    * @default '127.0.0.1'
@@ -16,7 +18,7 @@ export interface WorkerOptions {
   port?: number;
   /** Worker id, stable across restarts if you want a restarted worker to own the same keys. @default a random UUID */
   id?: string;
-  /** URL that clients should use to reach this worker. @default `http://<host>:<port>` */
+  /** URL that clients should use to reach this worker. @default `http://<host>:<port>` (`https://` with `tls`) */
   advertiseUrl?: string;
   /** Page size in bytes; every worker and client of a cluster should agree. @default 1 MiB */
   pageSize?: number;
@@ -88,7 +90,14 @@ export interface WorkerOptions {
   insecure?: boolean;
   /** How long stat and list answers are cached. @default 10_000 */
   metadataTtlMs?: number;
-  /** Largest byte range one read request may ask for. @default 256 MiB */
+  /**
+   * Serve HTTPS with this certificate and key (PEM files, read at start). The worker's
+   * URL is then `https://…`; clients verify the certificate (`tlsCa`, or the system CAs).
+   * @default undefined (plain HTTP)
+   * @example { certFile: '/etc/granary/worker.crt', keyFile: '/etc/granary/worker.key' }
+   */
+  tls?: WorkerTlsOptions;
+  /** Largest byte range one read request may ask for; a larger one is answered 400 `GRANARY_ERR_RANGE_TOO_LARGE`. @default 256 MiB */
   maxReadBytes?: number;
   /** Largest run of consecutive missing pages fetched from the store in one request. @default 8 */
   fetchRunPages?: number;

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { Agent } from 'undici';
@@ -20,6 +20,8 @@ import { AccessPolicy, checkBind } from './worker-access.js';
 import { ReadThrough, type StoreReader } from './worker-core.js';
 import { workerHandler } from './worker-http.js';
 import { LoadJobs } from './worker-jobs.js';
+import { applyServerLimits, limitSettings, RequestLimiter, serverLimitOptions } from './worker-limits.js';
+import { createWorkerServer, loadServerTls } from './worker-tls.js';
 import { createWorkerMetrics, type WorkerMetrics } from './worker-metrics.js';
 
 export type { CacheWorker, WorkerInfoResponse, WorkerOptions } from './worker-options.js';
@@ -75,6 +77,8 @@ class Worker implements CacheWorker {
   /** Aborts every store call in flight when the worker stops; shared by all of them. */
   readonly #abort = new AbortController();
   readonly #m: WorkerMetrics;
+  readonly #limiter: RequestLimiter;
+  readonly #scheme: 'http' | 'https';
 
   constructor(opts: WorkerOptions) {
     this.#opts = opts;
@@ -103,9 +107,12 @@ class Worker implements CacheWorker {
     this.#m = createWorkerMetrics(this.id);
     // Every concurrent store read listens on this one signal: many listeners are expected, not a leak.
     setMaxListeners(0, this.#abort.signal);
-    this.#server = createServer({ keepAlive: true, keepAliveTimeout: 30_000 }, workerHandler(this.#httpContext()));
-    this.#server.headersTimeout = 30_000;
-    this.#server.requestTimeout = 120_000;
+    const limits = limitSettings(opts);
+    this.#limiter = new RequestLimiter(limits, this.#m.registry);
+    const tls = loadServerTls(opts.tls);
+    this.#scheme = tls === undefined ? 'http' : 'https';
+    this.#server = createWorkerServer(tls, { keepAlive: true, keepAliveTimeout: 30_000, ...serverLimitOptions(limits), handshakeTimeoutMs: limits.headersTimeoutMs }, workerHandler(this.#httpContext()));
+    applyServerLimits(this.#server, limits);
   }
 
   get url(): string {
@@ -130,6 +137,7 @@ class Worker implements CacheWorker {
       },
       hints: this.#hints,
       metrics: this.#m,
+      limiter: this.#limiter,
       closing: () => this.#closing !== undefined || this.#destroying !== undefined,
       releaseIdle: () => setImmediate(() => this.#server.closeIdleConnections()),
       info: () => this.info(),
@@ -256,7 +264,7 @@ class Worker implements CacheWorker {
     });
     const addr = this.#server.address() as AddressInfo;
     const h = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-    this.#url = this.#opts.advertiseUrl ?? `http://${h}:${addr.port}`;
+    this.#url = this.#opts.advertiseUrl ?? `${this.#scheme}://${h}:${addr.port}`;
   }
 
   info(): WorkerInfoResponse {
@@ -280,6 +288,7 @@ class Worker implements CacheWorker {
     this.#m.usage.set({ tier: 'disk' }, s.diskBytes);
     this.#m.evictions.set(s.evictions);
     this.#m.diskErrors.set(s.diskErrors);
+    this.#m.corruptPages.set(s.corruptPages);
     return this.#m.registry.metrics();
   }
 

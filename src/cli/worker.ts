@@ -37,6 +37,13 @@ interface WorkerCliOptions extends StoreOptions, EtcdSecurityValues {
   fileRoot?: string | undefined;
   insecure?: boolean | undefined;
   metadataTtl: number;
+  tlsCert?: string | undefined;
+  tlsKey?: string | undefined;
+  headersTimeout: number;
+  requestTimeout: number;
+  maxRead: number;
+  maxRequests: number;
+  maxRequestsPerConnection: number;
   json?: boolean | undefined;
   config?: string | undefined;
 }
@@ -70,7 +77,15 @@ function workerOptions(o: WorkerCliOptions, command: Command): Omit<WorkerOption
       memoryBytes: o.memory,
       policy: o.policy,
       metadataTtlMs: o.metadataTtl,
+      headersTimeoutMs: o.headersTimeout,
+      requestTimeoutMs: o.requestTimeout,
+      maxReadBytes: o.maxRead,
+      maxConcurrentRequests: o.maxRequests,
+      maxRequestsPerConnection: o.maxRequestsPerConnection,
     };
+    if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) throw new ConfigError('--tls-cert and --tls-key go together (or GRANARY_WORKER_TLS_CERT and GRANARY_WORKER_TLS_KEY)');
+    if (o.tlsCert !== undefined && o.tlsKey !== undefined) out.tls = { certFile: o.tlsCert, keyFile: o.tlsKey };
+    if (o.requestTimeout < o.headersTimeout) throw new ConfigError(`--request-timeout ${o.requestTimeout} ms is shorter than --headers-timeout ${o.headersTimeout} ms: the headers are part of the request`);
     if (o.id !== undefined) out.id = o.id;
     if (o.advertiseUrl !== undefined) out.advertiseUrl = validateWorkerUrl(o.advertiseUrl, '--advertise-url');
     if (o.diskDir !== undefined) {
@@ -127,6 +142,13 @@ async function resolveConfig(cli: WorkerCliOptions, command: Command): Promise<W
     fileRoot: v.fileRoot,
     insecure: v.insecure,
     metadataTtl: v.metadataTtl,
+    tlsCert: v.tlsCert,
+    tlsKey: v.tlsKey,
+    headersTimeout: v.headersTimeout,
+    requestTimeout: v.requestTimeout,
+    maxRead: v.maxRead,
+    maxRequests: v.maxRequests,
+    maxRequestsPerConnection: v.maxRequestsPerConnection,
     etcd: c.values.etcd?.join(','),
     cluster: c.values.cluster,
     token: c.values.token,
@@ -165,6 +187,13 @@ export function registerWorker(program: Command): void {
     .addOption(new Option('--file-root <dir>', 'serve file:// URLs under this directory (default: file:// off; clients read those files themselves)'))
     .addOption(new Option('--insecure', 'allow a non-loopback --host without --token (logged as a warning at start)'))
     .addOption(new Option('--metadata-ttl <duration>', 'how long stat and list answers are cached').argParser(durationParser(0)).default(10_000, '10s'))
+    .addOption(new Option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (with --tls-key); the worker\'s URL is then https://'))
+    .addOption(new Option('--tls-key <file>', 'PEM private key of --tls-cert'))
+    .addOption(new Option('--headers-timeout <duration>', 'a connection must send its request headers within this long, else 408 and closed').argParser(durationParser(1)).default(10_000, '10s'))
+    .addOption(new Option('--request-timeout <duration>', 'a connection must send a whole request within this long').argParser(durationParser(1)).default(60_000, '60s'))
+    .addOption(new Option('--max-read <size>', 'largest byte range one read may ask for (larger: 400)').argParser(bytesParser(1)).default(256 * MiB, '256MiB'))
+    .addOption(new Option('--max-requests <n>', 'requests handled at once; the excess is answered 503 with Retry-After').argParser(intParser(1, 1_000_000)).default(1024))
+    .addOption(new Option('--max-requests-per-connection <n>', 'requests handled at once on one connection (pipelining)').argParser(intParser(1, 1_000_000)).default(16))
     .option('--json', 'print the ready line as JSON: {"id","url"}')
     .addOption(new Option('--config <file>', 'JSON config file with worker, cluster and store sections (flags > GRANARY_* env > file > defaults)').env('GRANARY_CONFIG'));
   addStoreOptions(cmd);
@@ -177,7 +206,8 @@ SIGTERM or SIGINT: leave the ring (revoke the etcd lease), finish requests in fl
 Examples:
   granary worker --port 7070 --memory 1GiB --disk-dir /var/cache/granary --disk 20GiB --file-root /data
   granary worker --port 7070 --memory 8GiB --shm-dir /dev/shm/granary-7070
-  GRANARY_TOKEN=secret granary worker --etcd http://127.0.0.1:2379 --cluster train --allow s3://datasets/`,
+  GRANARY_TOKEN=secret granary worker --etcd http://127.0.0.1:2379 --cluster train --allow s3://datasets/
+  GRANARY_TOKEN=secret granary worker --host 0.0.0.0 --tls-cert /etc/granary/worker.crt --tls-key /etc/granary/worker.key`,
   );
   cmd.action(async (cliOptions: WorkerCliOptions, command: Command) => {
     const options = await resolveConfig(cliOptions, command);

@@ -69,6 +69,13 @@ export const SECTIONS = {
     fileRoot: { doc: 'serve file:// URLs under this directory (default: file:// off)', schema: str() },
     insecure: { doc: 'allow a non-loopback host without a token (logged as a warning at start)', schema: bool(), default: false },
     metadataTtl: { doc: 'how long stat and list answers are cached', schema: duration(0), default: 10_000 },
+    tlsCert: { doc: 'PEM certificate to serve HTTPS with (with tlsKey; default: plain HTTP)', schema: str() },
+    tlsKey: { doc: 'PEM private key of tlsCert', schema: str() },
+    headersTimeout: { doc: 'a connection must send its request headers within this long, else 408 and closed', schema: duration(1), default: 10_000 },
+    requestTimeout: { doc: 'a connection must send a whole request within this long (at least headersTimeout)', schema: duration(1), default: 60_000 },
+    maxRead: { doc: 'largest byte range one read request may ask for (larger: 400 GRANARY_ERR_RANGE_TOO_LARGE)', schema: bytes(1), default: 256 * MiB },
+    maxRequests: { doc: 'requests handled at once in total; the excess is answered 503 GRANARY_ERR_BUSY with Retry-After', schema: int(1), default: 1024 },
+    maxRequestsPerConnection: { doc: 'requests handled at once on one connection (pipelining); the excess as above', schema: int(1), default: 16 },
   }),
   cluster: section({
     etcd: { doc: 'etcd client URLs', schema: urlList(), env: 'GRANARY_ETCD' },
@@ -81,6 +88,7 @@ export const SECTIONS = {
     etcdCa: { doc: 'PEM CA file that signed etcd\'s certificate (https:// endpoints)', schema: str(), env: 'GRANARY_ETCD_CA' },
     etcdCert: { doc: 'PEM client certificate for etcd (--client-cert-auth)', schema: str(), env: 'GRANARY_ETCD_CERT' },
     etcdKey: { doc: 'PEM private key of etcdCert', schema: str(), env: 'GRANARY_ETCD_KEY' },
+    tlsCa: { doc: 'PEM CA that signed the workers\' certificates (https:// workers; default: the system CAs)', schema: str(), env: 'GRANARY_TLS_CA' },
   }),
   store: section({
     s3Endpoint: { doc: 'S3-compatible endpoint for s3:// URLs', schema: str(), env: 'GRANARY_S3_ENDPOINT' },
