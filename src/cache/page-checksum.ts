@@ -12,7 +12,7 @@
  * pages has 16384 pieces, too many for a header block, and a trailer needs no
  * chunked encoding since its length follows from the range and the page size.
  */
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../util/crc32.js';
 import { ErrorCodes } from '../errors.js';
 import type { WorkerInfo } from './membership.js';
 import { pagesForRange } from './page-key.js';

@@ -7,7 +7,7 @@
  */
 import { close, open, readv } from 'node:fs';
 import { join } from 'node:path';
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../util/crc32.js';
 import { PAGE_HEADER_BYTES, headerCrcMatches, parsePageHeader } from './page-file.js';
 import { pageFileName, type PageKey } from './page-key.js';
 

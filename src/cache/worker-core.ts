@@ -4,7 +4,7 @@
  * missing pages, shared by every reader waiting on those pages.
  */
 import { channel } from 'node:diagnostics_channel';
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../util/crc32.js';
 import { ErrorCodes, RangeNotSatisfiableError, VersionChangedError, isGranaryError } from '../errors.js';
 import type { FileInfo, UnderFileSystem } from '../ufs/types.js';
 import type { WorkerHints } from './hints.js';
