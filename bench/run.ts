@@ -17,6 +17,7 @@ const BENCHES: Record<string, string> = {
   ufs: 'ufs.ts',
   hints: 'hints.ts',
   's3-requests': 's3-requests.ts',
+  mount: 'mount.ts',
 };
 
 const [name, ...rest] = process.argv.slice(2);
