@@ -66,16 +66,14 @@ function sh(line: string): Promise<string> {
 
 /** Objects written as s3rver's filesystem store keeps them (object, its md5, its metadata). */
 async function writeObjectsDirectly(s3: S3rverHandle, bucket: string, keys: readonly string[], bytesOf: (i: number) => Buffer): Promise<void> {
-  const dirs = new Set<string>();
+  const dirs = new Map<string, Promise<unknown>>();
   for (let i = 0; i < keys.length; i += 256) {
     await Promise.all(
       keys.slice(i, i + 256).map(async (key, j) => {
         const slash = key.lastIndexOf('/');
         const dir = join(s3.dir, bucket, key.slice(0, slash));
-        if (!dirs.has(dir)) {
-          dirs.add(dir);
-          await mkdir(dir, { recursive: true });
-        }
+        if (!dirs.has(dir)) dirs.set(dir, mkdir(dir, { recursive: true }));
+        await dirs.get(dir);
         const base = join(dir, key.slice(slash + 1));
         const bytes = bytesOf(i + j);
         await writeFile(`${base}._S3rver_object`, bytes);
