@@ -60,7 +60,7 @@ function sh(line: string): Promise<string> {
     const child = spawn('sh', ['-c', line], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${line}: exit ${String(code)}`))));
+    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${line}: exit ${String(code)}`))));
   });
 }
 
