@@ -134,6 +134,11 @@ export async function mount(prefix: string, dir: string, args: readonly string[]
   return { dir, holderPid, stderr: r.stderr };
 }
 
+/** Remember a mount point to unmount at cleanup (a mount made without `mount()`). */
+export function trackDir(dir: string): void {
+  started.dirs.add(dir);
+}
+
 /** Remember a PID to kill at cleanup (a replacement serving process). */
 export function track(pid: number | undefined): void {
   if (pid !== undefined) started.pids.add(pid);
