@@ -28,6 +28,9 @@ export const ErrorCodes = {
   INTERNAL: 'GRANARY_ERR_INTERNAL',
   UNSUPPORTED_OPERATION: 'GRANARY_ERR_UNSUPPORTED_OPERATION',
   MISSING_DEPENDENCY: 'GRANARY_ERR_MISSING_DEPENDENCY',
+  ALREADY_EXISTS: 'GRANARY_ERR_ALREADY_EXISTS',
+  BUSY: 'GRANARY_ERR_BUSY',
+  RANGE_TOO_LARGE: 'GRANARY_ERR_RANGE_TOO_LARGE',
 } as const;
 
 export type GranaryErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -114,6 +117,12 @@ export const InternalError = defineError('InternalError', ErrorCodes.INTERNAL);
 export const UnsupportedOperationError = defineError('UnsupportedOperationError', ErrorCodes.UNSUPPORTED_OPERATION);
 /** An optional npm package that a tool needs is not installed (the message says which, and how to install it). */
 export const MissingDependencyError = defineError('MissingDependencyError', ErrorCodes.MISSING_DEPENDENCY);
+/** Something else already holds the place asked for (a CSI target published with different arguments). */
+export const AlreadyExistsError = defineError('AlreadyExistsError', ErrorCodes.ALREADY_EXISTS);
+/** A worker is at its limit of concurrent requests (in total or on one connection): HTTP 503 with Retry-After. Clients read the store instead. */
+export const WorkerBusyError = defineError('WorkerBusyError', ErrorCodes.BUSY);
+/** A read request asked a worker for more bytes than its `maxReadBytes`: HTTP 400. Clients read the store instead. */
+export const RangeTooLargeError = defineError('RangeTooLargeError', ErrorCodes.RANGE_TOO_LARGE);
 
 const byCode: Record<GranaryErrorCode, new (message: string, options?: GranaryErrorOptions) => GranaryError> = {
   [ErrorCodes.INVALID_URL]: InvalidUrlError,
@@ -139,6 +148,9 @@ const byCode: Record<GranaryErrorCode, new (message: string, options?: GranaryEr
   [ErrorCodes.INTERNAL]: InternalError,
   [ErrorCodes.UNSUPPORTED_OPERATION]: UnsupportedOperationError,
   [ErrorCodes.MISSING_DEPENDENCY]: MissingDependencyError,
+  [ErrorCodes.ALREADY_EXISTS]: AlreadyExistsError,
+  [ErrorCodes.BUSY]: WorkerBusyError,
+  [ErrorCodes.RANGE_TOO_LARGE]: RangeTooLargeError,
 };
 
 export function isGranaryErrorCode(code: unknown): code is GranaryErrorCode {

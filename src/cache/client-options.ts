@@ -9,6 +9,7 @@ import { optionalInt } from '../util/validate.js';
 import type { BreakerOptions } from './breaker.js';
 import type { EtcdSecurityOptions } from './etcd-security.js';
 import { EtcdMembership, StaticMembership, type Membership } from './membership.js';
+import type { ShortCircuitStats } from './short-circuit.js';
 
 const MiB = 1024 * 1024;
 
@@ -21,6 +22,14 @@ export interface CacheClientOptions {
   ufs?: UfsOptions | UnderFileSystem;
   /** Bearer token the workers require. */
   token?: string;
+  /**
+   * PEM file of the CA that signed the workers' certificates (`https://` workers). Without
+   * it the system's CAs are trusted; a worker whose certificate does not verify is
+   * never read from (its parts come from the store). Verification cannot be turned off.
+   * @default undefined (system CAs)
+   * @example '/etc/granary/ca.crt'
+   */
+  tlsCa?: string;
   /**
    * Bytes of an object placed together on one worker. Smaller blocks spread a large file
    * over more workers. Every client of a cluster should use the same value.
@@ -44,6 +53,13 @@ export interface CacheClientOptions {
    * cache of the system granary is modelled on). Off unless given.
    */
   localCache?: { memoryBytes: number; diskDir?: string; diskBytes?: number; pageSize?: number };
+  /**
+   * Read pages of workers on this host straight from their tmpfs tier (`shmDir`), with
+   * no HTTP request, once the worker's nonce file proves the directory is shared
+   * (docs/cache.md). Any page that is absent or fails its checks goes over HTTP.
+   * @default true, unless GRANARY_SHORT_CIRCUIT is 0, false, no or off
+   */
+  shortCircuit?: boolean;
 }
 
 export interface CacheClientStats {
@@ -59,6 +75,8 @@ export interface CacheClientStats {
   ufsRequests: number;
   /** Requests to the store by kind, from this client. */
   ufs: RequestCounts;
+  /** Parts read straight from a same-host worker's tmpfs tier, parts that fell back to HTTP, and bytes read so. */
+  shortCircuit: ShortCircuitStats;
 }
 
 /** The numeric options, checked, with their defaults filled in. */

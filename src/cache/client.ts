@@ -14,6 +14,7 @@ import type { HintRequest } from './hint-request.js';
 import { LocalPageTier } from './local-page-tier.js';
 import type { Membership, WorkerInfo } from './membership.js';
 import { HashRing, ringKey } from './ring.js';
+import { ShortCircuitReader, shortCircuitEnabled } from './short-circuit.js';
 import { WorkerFault } from './worker-errors.js';
 import { WorkerTransport } from './worker-transport.js';
 // Sharing one membership and one set of breakers with copies in other threads (src/cache/shared-state.ts).
@@ -67,6 +68,7 @@ export class CacheClient implements UnderFileSystem {
   readonly #queue: PQueue;
   readonly #metadata: ClientMetadata;
   readonly #tier: LocalPageTier | undefined;
+  readonly #shortCircuit: ShortCircuitReader | undefined;
   readonly #admin: AdminTarget;
   readonly #calls = new CallScope();
   readonly #blockSize: number;
@@ -96,7 +98,7 @@ export class CacheClient implements UnderFileSystem {
       this.#ring = new HashRing(members);
       diag.ring.publish({ members: members.map((m) => m.id) });
     });
-    this.#transport = new WorkerTransport({ token: options.token, timeoutMs: settings.requestTimeoutMs });
+    this.#transport = new WorkerTransport({ token: options.token, tlsCa: options.tlsCa, timeoutMs: settings.requestTimeoutMs });
     this.#metadata = new ClientMetadata(settings.metadataTtlMs, (key, signal, fn) => this.#askWorker(key, signal, fn), this.#transport, this.#store);
     this.#admin = {
       transport: this.#transport,
@@ -105,6 +107,7 @@ export class CacheClient implements UnderFileSystem {
       ownerOf: (url, etag, block) => this.#ring.owners(ringKey(url, etag, block), 1)[0],
     };
     this.#tier = options.localCache && new LocalPageTier(this.#routed(), options.localCache);
+    this.#shortCircuit = shortCircuitEnabled(options.shortCircuit) ? new ShortCircuitReader(this.#transport) : undefined;
   }
 
   /**
@@ -156,6 +159,7 @@ export class CacheClient implements UnderFileSystem {
       bytesFromCache: this.#counts.bytesFromCache + local.bytesFromCache,
       ufsRequests: ufs.list + ufs.stat + ufs.get + ufs.put + ufs.delete,
       ufs,
+      shortCircuit: this.#shortCircuit?.stats() ?? { hits: 0, misses: 0, bytes: 0, workers: 0 },
     };
   }
 
@@ -272,6 +276,7 @@ export class CacheClient implements UnderFileSystem {
     // Aborting a queued task's signal removes it from the queue and rejects it; never
     // `queue.clear()`, which drops tasks without settling them.
     this.#calls.end(reasonFor, closedError);
+    this.#shortCircuit?.close();
     const errors: unknown[] = [];
     const step = async (fn: () => Promise<unknown>): Promise<void> => {
       await fn().catch((e: unknown) => errors.push(e));
@@ -347,6 +352,12 @@ export class CacheClient implements UnderFileSystem {
 
   async #readPart(url: string, etag: string, size: number | undefined, part: Part, out: Uint8Array, at: number, signal: AbortSignal | undefined): Promise<void> {
     const req = { url, etag, size, offset: part.offset, length: part.length, out, at };
+    // A same-host owner's pages straight from its tmpfs tier (short-circuit.ts), else HTTP.
+    if (this.#shortCircuit && size !== undefined && (await this.#shortCircuit.read(this.#ring.owners(ringKey(url, etag, part.block), 1)[0], { ...req, size }))) {
+      this.#counts.hits++;
+      this.#counts.bytesFromCache += part.length;
+      return;
+    }
     const detail = { url, offset: part.offset, length: part.length };
     const hit = await this.#askWorker(ringKey(url, etag, part.block), signal, (w) => this.#queue.add(() => this.#transport.read(w, req, signal), { signal }), detail);
     if (hit !== undefined) {
@@ -388,7 +399,9 @@ export class CacheClient implements UnderFileSystem {
           breaker.success();
           throw err;
         }
-        breaker.failure();
+        // A busy worker is alive: its part goes to the store, its breaker stays closed.
+        if (err.declined) breaker.success();
+        else breaker.failure();
         diag.fallback.publish({ worker: w.id, ...detail, reason: err.message });
       }
     }

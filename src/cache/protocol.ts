@@ -14,6 +14,7 @@ export const Paths = {
   jobs: '/v1/jobs/',
   invalidate: '/v1/invalidate',
   hints: '/v1/hints',
+  touch: '/v1/touch',
   info: '/v1/info',
   health: '/healthz',
   metrics: '/metrics',
@@ -46,6 +47,7 @@ export function statusForCode(code: GranaryErrorCode): number {
     case ErrorCodes.BAD_REQUEST:
     case ErrorCodes.PATH_ESCAPE:
     case ErrorCodes.UNSUPPORTED_OPERATION:
+    case ErrorCodes.RANGE_TOO_LARGE:
       return 400;
     case ErrorCodes.UNAUTHORIZED:
       return 401;
@@ -61,6 +63,7 @@ export function statusForCode(code: GranaryErrorCode): number {
       return 416;
     case ErrorCodes.CLOSED:
     case ErrorCodes.UNAVAILABLE:
+    case ErrorCodes.BUSY:
       return 503;
     case ErrorCodes.TIMEOUT:
       return 504;

@@ -6,11 +6,13 @@
  * parts opens about as many connections as it has reads in flight, not one per part.
  */
 import { connect, type NetConnectOpts, type Socket } from 'node:net';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { throwIfAborted } from '../errors.js';
 import type { WorkerReadRequest } from './worker-transport.js';
 import type { WorkerInfo } from './membership.js';
 import { Headers, Paths, readQuery } from './protocol.js';
 import { WorkerFault } from './worker-errors.js';
+import { describeConnectError } from './worker-tls.js';
 
 /** Parts at least this large go over a raw socket. */
 export const RAW_READ_MIN = 1024 * 1024;
@@ -23,7 +25,7 @@ const MAX_IDLE = 64;
 
 /** A `WorkerReadRequest` (bytes go to `out[at, at + length)`) sent over a raw socket. */
 export interface RawReadRequest extends WorkerReadRequest {
-  /** An `http://` worker. */
+  /** An `http://` or `https://` worker. */
   worker: WorkerInfo;
   token: string | undefined;
   timeoutMs: number;
@@ -53,8 +55,9 @@ class RawConnection {
   #handed: Uint8Array = this.#scratch;
   #handedTo: Exchange | undefined;
 
-  constructor(host: string, port: number, onGone: (c: RawConnection) => void) {
-    this.socket = connect({
+  /** `ca`: verify an `https://` worker against it (undefined: the system's CAs); `tls` false: plain TCP. */
+  constructor(host: string, port: number, tls: { ca: Buffer | undefined } | false, onGone: (c: RawConnection) => void) {
+    const options = {
       host,
       port,
       noDelay: true,
@@ -76,7 +79,9 @@ class RawConnection {
           return true;
         },
       },
-    } satisfies NetConnectOpts);
+    } satisfies NetConnectOpts;
+    // TLS sockets take `onread` too: the decrypted bytes land in the exchange's buffer.
+    this.socket = tls === false ? connect(options) : tlsConnect({ ...options, ...(tls.ca ? { ca: tls.ca } : {}) } satisfies ConnectionOptions);
     const gone = (err?: Error): void => {
       onGone(this);
       const ex = this.current;
@@ -108,7 +113,13 @@ class RawConnection {
 /** Keep-alive raw sockets per worker, shared by a client's large reads. */
 export class RawPool {
   readonly #idle = new Map<string, RawConnection[]>();
+  readonly #ca: Buffer | undefined;
   #closed = false;
+
+  /** `ca`: the CA `https://` workers' certificates are verified against; undefined: the system's CAs. */
+  constructor(ca?: Buffer) {
+    this.#ca = ca;
+  }
 
   /**
    * One ranged read. Rejects with `WorkerFault` when the worker misbehaves (unreachable,
@@ -122,7 +133,7 @@ export class RawPool {
     let req = `GET ${target.pathname.replace(/\/$/, '')}${Paths.read}?${qs} HTTP/1.1\r\nhost: ${target.host}\r\n`;
     if (r.token) req += `authorization: Bearer ${r.token}\r\n`;
     req += '\r\n';
-    const key = target.host;
+    const key = `${target.protocol}//${target.host}`;
     const conn = this.#take(key);
     if (conn) {
       try {
@@ -131,7 +142,8 @@ export class RawPool {
         if (!(err instanceof StaleSocket)) throw err;
       }
     }
-    const fresh = new RawConnection(target.hostname.replace(/^\[|\]$/g, ''), Number(target.port || 80), (c) => this.#drop(key, c));
+    const https = target.protocol === 'https:';
+    const fresh = new RawConnection(target.hostname.replace(/^\[|\]$/g, ''), Number(target.port || (https ? 443 : 80)), https && { ca: this.#ca }, (c) => this.#drop(key, c));
     try {
       return await this.#exchange(fresh, key, req, r);
     } catch (err) {
@@ -268,7 +280,7 @@ export class RawPool {
         lost: (err) => {
           // Nothing came back on a socket that served before: the worker closed it while idle.
           if (conn.reused && headLen === 0 && !done) return finish(new StaleSocket());
-          if (err) return fault(`worker ${w.id} at ${w.url} unreachable: ${err.message}`);
+          if (err) return fault(`worker ${w.id} at ${w.url} unreachable: ${describeConnectError(err)}`);
           if (bodyLen < 0) fault(`worker ${w.id} at ${w.url} closed the connection before answering for ${url}`);
           else fault(`worker ${w.id} broke off the body of ${url}: sent ${got} of ${bodyLen} bytes`);
         },

@@ -220,6 +220,15 @@ export class ReadThrough {
     return keys.map((key, k) => this.#flight.run(key, async () => ((await getRun())[k] as Uint8Array)));
   }
 
+  /** Pages a client read straight from the tier (short-circuit): their recency, and hits. */
+  touch(keys: readonly PageKey[]): { touched: number } {
+    let touched = 0;
+    for (const k of keys) if (this.#o.store.touch(k)) touched++;
+    this.counters.hits += touched;
+    this.#o.metrics.hits.inc(touched);
+    return { touched };
+  }
+
   /** A prefetch of hinted pages: the same read-through (and single flight) as a read. */
   async prefetch(url: string, etag: string, first: number, count: number): Promise<void> {
     if (this.#o.closing()) return;

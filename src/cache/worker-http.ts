@@ -4,14 +4,16 @@
  * `ReadThrough`'s; load jobs are `LoadJobs`'.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { BadRequestError, ClosedError, InternalError, isGranaryError } from '../errors.js';
+import { BadRequestError, ClosedError, InternalError, isGranaryError, RangeTooLargeError } from '../errors.js';
 import { checkRange } from '../ufs/url.js';
 import { parseHintRequest, type WorkerHints } from './hints.js';
 import { pageKey, pagesForRange } from './page-key.js';
 import { Headers, Paths, statusForCode } from './protocol.js';
+import { parseTouchBody } from './short-circuit-touch.js';
 import { refusalReason, type AccessPolicy } from './worker-access.js';
 import type { ReadThrough } from './worker-core.js';
 import type { LoadJobs } from './worker-jobs.js';
+import type { RequestLimiter } from './worker-limits.js';
 import type { WorkerMetrics } from './worker-metrics.js';
 import { intParam, maxAgeParam, optionalIntParam, parseLoadBody, readJsonBody, requiredParam } from './worker-requests.js';
 import type { WorkerInfoResponse } from './worker-options.js';
@@ -25,6 +27,8 @@ export interface WorkerHttpContext {
   readonly jobs: LoadJobs;
   readonly hints: WorkerHints | undefined;
   readonly metrics: WorkerMetrics;
+  /** Requests in flight, per connection and in total (docs/security.md, Limits). */
+  readonly limiter: RequestLimiter;
   closing(): boolean;
   /** Close the server's idle keep-alive connections (while draining). */
   releaseIdle(): void;
@@ -63,6 +67,8 @@ async function handle(ctx: WorkerHttpContext, req: IncomingMessage, res: ServerR
     res.setHeader(Headers.worker, ctx.id);
     if (u.pathname === Paths.health) return send(res, 200, 'ok\n', 'text/plain');
     ctx.policy.authorize(req.headers.authorization);
+    // Scrapes are not counted: a busy worker must still say why it is busy.
+    if (u.pathname !== Paths.metrics) ctx.limiter.admit(req, res);
     if (ctx.closing()) throw new ClosedError(`Worker ${ctx.id} is shutting down`);
     switch (`${req.method ?? 'GET'} ${endpoint}`) {
       case `GET ${Paths.read}`:
@@ -77,6 +83,8 @@ async function handle(ctx: WorkerHttpContext, req: IncomingMessage, res: ServerR
         return await handleLoad(ctx, await readJsonBody(req), res);
       case `POST ${Paths.hints}`:
         return await handleHints(ctx, await readJsonBody(req), res);
+      case `POST ${Paths.touch}`:
+        return json(res, 200, ctx.core.touch(parseTouchBody(await readJsonBody(req))));
       case `GET ${Paths.jobs}`:
         return json(res, 200, ctx.jobs.get(decodeURIComponent(u.pathname.slice(Paths.jobs.length))));
       case `GET ${Paths.info}`:
@@ -108,7 +116,7 @@ async function handleRead(ctx: WorkerHttpContext, u: URL, res: ServerResponse): 
   await ctx.policy.check(url);
   checkRange(url, offset, length);
   if (length > ctx.maxReadBytes) {
-    throw new BadRequestError(`Range of ${length} bytes exceeds this worker's maxReadBytes ${ctx.maxReadBytes} (${url})`, { url });
+    throw new RangeTooLargeError(`Range of ${length} bytes exceeds this worker's maxReadBytes ${ctx.maxReadBytes} (${url})`, { url });
   }
   const etag = u.searchParams.get('etag') ?? undefined;
   if (ctx.hints && etag !== undefined) {

@@ -9,10 +9,13 @@ import type { WorkerInfo } from './membership.js';
 import { Headers, Paths, readQuery } from './protocol.js';
 import { RAW_READ_MIN, RawPool } from './raw-read.js';
 import { WorkerFault, errorFromAnswer } from './worker-errors.js';
+import { describeConnectError, loadClientCa } from './worker-tls.js';
 
 export interface WorkerTransportOptions {
   /** Bearer token the workers require. */
   token?: string | undefined;
+  /** PEM file of the CA that signed the workers' certificates; undefined: the system's CAs. */
+  tlsCa?: string | undefined;
   /** A request slower than this (to its headers, or between body chunks) is a `WorkerFault`. */
   timeoutMs: number;
 }
@@ -30,12 +33,16 @@ export interface WorkerReadRequest {
 }
 
 export class WorkerTransport {
-  readonly #agent = new Agent({ connections: 64, keepAliveTimeout: 30_000, pipelining: 1 });
-  readonly #raw = new RawPool();
+  readonly #agent: Agent;
+  readonly #raw: RawPool;
   readonly #token: string | undefined;
   readonly #timeoutMs: number;
 
   constructor(options: WorkerTransportOptions) {
+    // Certificates are always verified; `ca` replaces the system's CAs when given.
+    const ca = loadClientCa(options.tlsCa);
+    this.#agent = new Agent({ connections: 64, keepAliveTimeout: 30_000, pipelining: 1, ...(ca ? { connect: { ca } } : {}) });
+    this.#raw = new RawPool(ca);
     this.#token = options.token;
     this.#timeoutMs = options.timeoutMs;
   }
@@ -45,7 +52,7 @@ export class WorkerTransport {
    * worker found them (`hit`, `partial`, `miss`); a worker fault throws `WorkerFault`.
    */
   async read(w: WorkerInfo, r: WorkerReadRequest, signal: AbortSignal | undefined): Promise<string> {
-    if (r.length >= RAW_READ_MIN && w.url.startsWith('http://')) {
+    if (r.length >= RAW_READ_MIN && (w.url.startsWith('http://') || w.url.startsWith('https://'))) {
       const answer = await this.#raw.read({ ...r, worker: w, token: this.#token, timeoutMs: this.#timeoutMs, signal });
       if ('cache' in answer) return answer.cache;
       throw errorFromAnswer(w, answer.status, answer.body, r.url);
@@ -117,7 +124,7 @@ export class WorkerTransport {
     } catch (err) {
       cleanup();
       throwIfAborted(signal);
-      throw new WorkerFault(`worker ${w.id} at ${w.url} unreachable: ${(err as Error).message}`);
+      throw new WorkerFault(`worker ${w.id} at ${w.url} unreachable: ${describeConnectError(err)}`);
     }
   }
 

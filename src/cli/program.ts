@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { Command, CommanderError } from 'commander';
 import { ErrorCodes } from '../errors.js';
 import { registerCat } from './cat.js';
+import { registerCsi } from './csi.js';
 import { registerDemo } from './demo.js';
 import { EXIT_USAGE, exitCodeFor, formatError } from './errors.js';
 import { registerGen } from './gen.js';
@@ -41,6 +42,7 @@ export function createProgram(): Command {
   registerStat(program);
   registerMount(program);
   registerUmount(program);
+  registerCsi(program);
   return program;
 }
 

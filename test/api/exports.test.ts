@@ -13,6 +13,7 @@ import { S3RVER_RANGE } from '../../src/demo/embedded-s3.js';
 
 const GRANARY_VALUES = [
   'AccessDeniedError',
+  'AlreadyExistsError',
   'BadRequestError',
   'CacheClient',
   'ClosedError',
@@ -34,6 +35,7 @@ const GRANARY_VALUES = [
   'NotFoundError',
   'PathEscapeError',
   'RangeNotSatisfiableError',
+  'RangeTooLargeError',
   'S3Ufs',
   'SchemaMismatchError',
   'TimeoutError',
@@ -44,6 +46,7 @@ const GRANARY_VALUES = [
   'UnsupportedOperationError',
   'UnsupportedSchemeError',
   'VersionChangedError',
+  'WorkerBusyError',
   'createUfs',
   'errorFromCode',
   'isGranaryError',
@@ -102,7 +105,9 @@ const GRANARY_TYPES = [
   'WorkerHintStats',
   'WorkerInfo',
   'WorkerInfoResponse',
+  'WorkerLimitOptions',
   'WorkerOptions',
+  'WorkerTlsOptions',
   'WriteData',
 ];
 
