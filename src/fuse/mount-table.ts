@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
-import { InvalidArgumentError, UnavailableError } from '../errors.js';
+import { InvalidArgumentError, UnavailableError, UnsupportedOperationError } from '../errors.js';
 
 export const FS_TYPE = 'fuse.granary';
 
@@ -100,6 +100,17 @@ export async function prepareMountPoint(dir: string): Promise<string | undefined
   }
   if (!st.isDirectory()) throw new InvalidArgumentError(`mount point ${dir} is not a directory`);
   return undefined;
+}
+
+/**
+ * For callers that mount with the fd themselves (the CSI node plugin): that needs
+ * CAP_SYS_ADMIN. `granary mount` has a second way for ordinary users (src/fuse/fusermount.ts).
+ */
+export function checkCanMount(): void {
+  if (process.getuid?.() === 0) return;
+  throw new UnsupportedOperationError(
+    'mounting with a /dev/fuse fd needs root (CAP_SYS_ADMIN): run it as root, or in a container with CAP_SYS_ADMIN and /dev/fuse',
+  );
 }
 
 /** Mount the FUSE connection open on `fd` at `dir` (as root: mount(8) does mount(2) with fd=3). */
