@@ -19,6 +19,7 @@ const BENCHES: Record<string, string> = {
   's3-requests': 's3-requests.ts',
   chaos: 'chaos.ts',
   load: 'load.ts',
+  mount: 'mount.ts',
 };
 
 const [name, ...rest] = process.argv.slice(2);
