@@ -146,7 +146,9 @@ async function loadgen(): Promise<void> {
   const readUrl = (page: number): string =>
     kind.startsWith('bare')
       ? `${target}/?offset=${page * READ}&length=${READ}`
-      : `${target}/v1/read?${new URLSearchParams({ url: fileUrl, etag, offset: String(page * READ), length: String(READ) }).toString()}`;
+      : `${target}/v1/read?${new URLSearchParams({ url: fileUrl, etag, offset: String(page * READ), length: String(READ), ...(kind === 'raw-crc' && { crc: 'crc32' }) }).toString()}`;
+  // A page-aligned 1 MiB read with checksums ends with one 4-byte CRC per page.
+  const answerBytes = kind === 'raw-crc' ? READ + 4 : READ;
   const clients = Array.from({ length: CLIENTS }, (_, i) => {
     let x = (i + 1) * 2654435761 + 1;
     return {
@@ -157,7 +159,7 @@ async function loadgen(): Promise<void> {
         return (x >>> 0) % pages;
       },
       agent: new Agent({ connections: 1, keepAliveTimeout: 60_000 }),
-      cache: kind === 'client' ? new CacheClient({ workers: [target], ufs: new LocalUfs() }) : undefined,
+      cache: kind.startsWith('client') ? new CacheClient({ workers: [target], ufs: new LocalUfs(), checksums: kind !== 'client-nocrc' }) : undefined,
     };
   });
   type Client = (typeof clients)[number];
@@ -185,7 +187,7 @@ async function loadgen(): Promise<void> {
     clients.map(async (c) => {
       const page = c.nextPage();
       const got = (await readPage(c, page, true)) as Uint8Array;
-      if (!Buffer.from(got.buffer, got.byteOffset, got.byteLength).equals(expected.subarray(page * READ, page * READ + READ))) {
+      if (got.byteLength !== answerBytes || !Buffer.from(got.buffer, got.byteOffset, READ).equals(expected.subarray(page * READ, page * READ + READ))) {
         throw new Error(`${kind}: bytes of page ${page} differ`);
       }
     }),
@@ -203,7 +205,7 @@ async function loadgen(): Promise<void> {
           const got = await readPage(c, c.nextPage(), false);
           const t1 = performance.now();
           const n = typeof got === 'number' ? got : got.byteLength;
-          if (n !== READ) throw new Error(`${kind}: got ${n} bytes, expected ${READ}`);
+          if (n !== (typeof got === 'number' ? answerBytes : READ)) throw new Error(`${kind}: got ${n} bytes, expected ${answerBytes}`);
           if (t0 >= measureFrom && t1 <= measureTo) {
             bytes += n;
             requests++;
@@ -273,6 +275,9 @@ async function benchServe(): Promise<{ rows: ServeRow[]; workerHits: number; wor
       { target: 'bare node:http', kind: 'bare', url: bare.ready.url },
       { target: 'worker /v1/read (undici)', kind: 'raw', url: worker.url },
       { target: 'worker via CacheClient', kind: 'client', url: worker.url },
+      // The cost of end-to-end page checksums, paired in the same rounds: the same reads without them.
+      { target: 'worker via CacheClient, checksums off', kind: 'client-nocrc', url: worker.url },
+      { target: 'worker /v1/read (undici), with crc=crc32', kind: 'raw-crc', url: worker.url },
       { target: 'bare node:http, bytes copied out', kind: 'bare-copy', url: bare.ready.url },
     ];
     for (const t of targets) {
@@ -586,7 +591,11 @@ async function main(): Promise<void> {
           r.kind.startsWith('bare') ? 'bare node:http (bytes in memory)' : 'granary worker (memory tier)',
           r.kind === 'client'
             ? `${CLIENTS} x CacheClient`
-            : r.kind === 'bare-copy'
+            : r.kind === 'client-nocrc'
+              ? `${CLIENTS} x CacheClient, checksums: false`
+              : r.kind === 'raw-crc'
+                ? `${CLIENTS} x undici request with crc=crc32, body drained`
+                : r.kind === 'bare-copy'
               ? `${CLIENTS} x undici request, body copied into a new 1 MiB buffer`
               : `${CLIENTS} x undici request, body drained`,
           fmt(median(r.mibps)),

@@ -3,7 +3,7 @@
  * emulated store: `npm run bench -- peers`.
  *
  *   npm run bench -- peers [--quick] [--only w1,w2,loader] [--profile sameRegion,crossRegion]
- *                          [--contenders ceiling,direct,granary,granary-fuse,s3fs,rclone] [--seed 42]
+ *                          [--contenders ceiling,direct,granary,granary-http,granary-fuse,s3fs,rclone] [--seed 42]
  *
  * s3rver runs behind the fault proxy (each in its own process; the proxy counts store
  * requests by kind). For each profile, workload and contender: a cold pass (fresh

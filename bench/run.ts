@@ -17,6 +17,9 @@ const BENCHES: Record<string, string> = {
   ufs: 'ufs.ts',
   hints: 'hints.ts',
   's3-requests': 's3-requests.ts',
+  chaos: 'chaos.ts',
+  load: 'load.ts',
+  mount: 'mount.ts',
 };
 
 const [name, ...rest] = process.argv.slice(2);

@@ -29,6 +29,8 @@ export const ErrorCodes = {
   UNSUPPORTED_OPERATION: 'GRANARY_ERR_UNSUPPORTED_OPERATION',
   MISSING_DEPENDENCY: 'GRANARY_ERR_MISSING_DEPENDENCY',
   ALREADY_EXISTS: 'GRANARY_ERR_ALREADY_EXISTS',
+  BUSY: 'GRANARY_ERR_BUSY',
+  RANGE_TOO_LARGE: 'GRANARY_ERR_RANGE_TOO_LARGE',
 } as const;
 
 export type GranaryErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -117,6 +119,10 @@ export const UnsupportedOperationError = defineError('UnsupportedOperationError'
 export const MissingDependencyError = defineError('MissingDependencyError', ErrorCodes.MISSING_DEPENDENCY);
 /** Something else already holds the place asked for (a CSI target published with different arguments). */
 export const AlreadyExistsError = defineError('AlreadyExistsError', ErrorCodes.ALREADY_EXISTS);
+/** A worker is at its limit of concurrent requests (in total or on one connection): HTTP 503 with Retry-After. Clients read the store instead. */
+export const WorkerBusyError = defineError('WorkerBusyError', ErrorCodes.BUSY);
+/** A read request asked a worker for more bytes than its `maxReadBytes`: HTTP 400. Clients read the store instead. */
+export const RangeTooLargeError = defineError('RangeTooLargeError', ErrorCodes.RANGE_TOO_LARGE);
 
 const byCode: Record<GranaryErrorCode, new (message: string, options?: GranaryErrorOptions) => GranaryError> = {
   [ErrorCodes.INVALID_URL]: InvalidUrlError,
@@ -143,6 +149,8 @@ const byCode: Record<GranaryErrorCode, new (message: string, options?: GranaryEr
   [ErrorCodes.UNSUPPORTED_OPERATION]: UnsupportedOperationError,
   [ErrorCodes.MISSING_DEPENDENCY]: MissingDependencyError,
   [ErrorCodes.ALREADY_EXISTS]: AlreadyExistsError,
+  [ErrorCodes.BUSY]: WorkerBusyError,
+  [ErrorCodes.RANGE_TOO_LARGE]: RangeTooLargeError,
 };
 
 export function isGranaryErrorCode(code: unknown): code is GranaryErrorCode {

@@ -30,6 +30,8 @@ export {
   InternalError,
   MissingDependencyError,
   AlreadyExistsError,
+  WorkerBusyError,
+  RangeTooLargeError,
   errorFromCode,
   isGranaryError,
   isRetryableError,
@@ -49,6 +51,8 @@ export type { BreakerOptions } from './cache/breaker.js';
 export { CacheClient, type CacheClientOptions, type CacheClientStats } from './cache/client.js';
 export type { WorkerInfo } from './cache/membership.js';
 export type { EtcdAuthOptions, EtcdSecurityOptions, EtcdTlsOptions } from './cache/etcd-security.js';
+export type { WorkerTlsOptions } from './cache/worker-tls.js';
+export type { WorkerLimitOptions } from './cache/worker-limits.js';
 export type { EvictionPolicyName } from './cache/eviction.js';
 
 export { Dataset, DecodePool, ufsFromSpec, ufsSpecOf } from './loader/index.js';

@@ -55,11 +55,19 @@ function granaryChild(args: readonly string[], env: NodeJS.ProcessEnv = {}): Chi
   return spawn(process.execPath, [...process.execArgv, CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...STORE_ENV, ...env } });
 }
 
-/** Two `granary worker` processes, static membership, 2 GiB memory tier each, reading the store through the proxy. */
-async function startWorkers(ctx: BenchContext, n = 2): Promise<{ urls: string[]; pids: number[]; stop: () => Promise<void> }> {
+/**
+ * Two `granary worker` processes, static membership, 2 GiB memory tier each, reading the
+ * store through the proxy. With `shm` (the default) each keeps its memory tier as page
+ * files on /dev/shm (`--shm-dir`), which the reader, on the same host, reads directly;
+ * without it the tier is in the workers' heaps and every byte comes over HTTP.
+ */
+async function startWorkers(ctx: BenchContext, shm = true, n = 2): Promise<{ urls: string[]; pids: number[]; stop: () => Promise<void> }> {
+  const shmRoot = shm ? await mkdtemp(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'granary-peers-')) : undefined;
+  const removeShm = shmRoot === undefined ? async () => undefined : ctx.cleanups.dir(shmRoot);
   const started = await Promise.all(
     Array.from({ length: n }, async (_, i) => {
-      const child = granaryChild(['worker', '--port', '0', '--id', `bench-w${i}`, '--memory', '2GiB', '--s3-endpoint', ctx.proxyEndpoint, '--s3-path-style', '--json']);
+      const tier = shmRoot === undefined ? [] : ['--shm-dir', join(shmRoot, `w${i}`)];
+      const child = granaryChild(['worker', '--port', '0', '--id', `bench-w${i}`, '--memory', '2GiB', ...tier, '--s3-endpoint', ctx.proxyEndpoint, '--s3-path-style', '--json']);
       const stop = ctx.cleanups.add(`stop granary worker ${child.pid ?? '?'}`, () => stopChild(child, 5000));
       let err = '';
       child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
@@ -72,7 +80,11 @@ async function startWorkers(ctx: BenchContext, n = 2): Promise<{ urls: string[];
       return { url, pid: child.pid ?? 0, stop };
     }),
   );
-  return { urls: started.map((s) => s.url), pids: started.map((s) => s.pid), stop: async () => void (await Promise.all(started.map((s) => s.stop()))) };
+  const stop = async (): Promise<void> => {
+    await Promise.all(started.map((s) => s.stop()));
+    await removeShm();
+  };
+  return { urls: started.map((s) => s.url), pids: started.map((s) => s.pid), stop };
 }
 
 /** A FUSE daemon in the foreground (its PID is the daemon's), mounted at `mount`. */
@@ -130,6 +142,7 @@ const direct: Contender = {
   },
 };
 
+/** granary's `CacheClient` with default options over workers whose tier is on /dev/shm: warm pages are read straight from it. */
 const granary: Contender = {
   id: 'granary',
   label: 'granary (CacheClient)',
@@ -137,6 +150,19 @@ const granary: Contender = {
   unavailable: async () => undefined,
   async start(ctx, prefix) {
     const w = await startWorkers(ctx);
+    const reader: ReaderConfig = { mode: 'granary', storeEndpoint: ctx.proxyEndpoint, workers: w.urls, bucket: ctx.bucket, prefix, concurrency: ctx.concurrency, seed: ctx.seed };
+    return { reader, groups: { workers: w.pids }, proxied: true, stop: w.stop };
+  },
+};
+
+/** The same client over workers with their memory tier in the heap: every byte over HTTP (a client on another host). */
+const granaryHttp: Contender = {
+  id: 'granary-http',
+  label: 'granary (CacheClient, HTTP only)',
+  missingStatus: 'absent',
+  unavailable: async () => undefined,
+  async start(ctx, prefix) {
+    const w = await startWorkers(ctx, false);
     const reader: ReaderConfig = { mode: 'granary', storeEndpoint: ctx.proxyEndpoint, workers: w.urls, bucket: ctx.bucket, prefix, concurrency: ctx.concurrency, seed: ctx.seed };
     return { reader, groups: { workers: w.pids }, proxied: true, stop: w.stop };
   },
@@ -265,4 +291,4 @@ const rclone: Contender = {
   },
 };
 
-export const CONTENDERS: readonly Contender[] = [ceiling, direct, granary, granaryFuse, s3fs, rclone];
+export const CONTENDERS: readonly Contender[] = [ceiling, direct, granary, granaryHttp, granaryFuse, s3fs, rclone];

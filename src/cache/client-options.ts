@@ -9,6 +9,7 @@ import { optionalInt } from '../util/validate.js';
 import type { BreakerOptions } from './breaker.js';
 import type { EtcdSecurityOptions } from './etcd-security.js';
 import { EtcdMembership, StaticMembership, type Membership } from './membership.js';
+import type { ShortCircuitStats } from './short-circuit.js';
 
 const MiB = 1024 * 1024;
 
@@ -21,6 +22,14 @@ export interface CacheClientOptions {
   ufs?: UfsOptions | UnderFileSystem;
   /** Bearer token the workers require. */
   token?: string;
+  /**
+   * PEM file of the CA that signed the workers' certificates (`https://` workers). Without
+   * it the system's CAs are trusted; a worker whose certificate does not verify is
+   * never read from (its parts come from the store). Verification cannot be turned off.
+   * @default undefined (system CAs)
+   * @example '/etc/granary/ca.crt'
+   */
+  tlsCa?: string;
   /**
    * Bytes of an object placed together on one worker. Smaller blocks spread a large file
    * over more workers. Every client of a cluster should use the same value.
@@ -44,6 +53,21 @@ export interface CacheClientOptions {
    * cache of the system granary is modelled on). Off unless given.
    */
   localCache?: { memoryBytes: number; diskDir?: string; diskBytes?: number; pageSize?: number };
+  /**
+   * Read pages of workers on this host straight from their tmpfs tier (`shmDir`), with
+   * no HTTP request, once the worker's nonce file proves the directory is shared
+   * (docs/cache.md). Any page that is absent or fails its checks goes over HTTP.
+   * @default true, unless GRANARY_SHORT_CIRCUIT is 0, false, no or off
+   */
+  shortCircuit?: boolean;
+  /**
+   * Verify every page a worker sends against the CRC-32 the worker computed when it read
+   * the page from the store (docs/cache.md, "Checksums"). A mismatch, or an answer without
+   * checksums, is `GRANARY_ERR_CORRUPT`: counted in `stats().corrupt`, reported to the
+   * worker (which drops the pages), and the part is read from the store instead.
+   * @default true
+   */
+  checksums?: boolean;
 }
 
 export interface CacheClientStats {
@@ -55,10 +79,14 @@ export interface CacheClientStats {
   fallbacks: number;
   bytesFromCache: number;
   bytesFromUfs: number;
+  /** Parts a worker sent with bytes that failed their page checksums (or without checksums): each was read from the store instead. */
+  corrupt: number;
   /** Requests this client itself sent to the store (workers' own store reads not included). */
   ufsRequests: number;
   /** Requests to the store by kind, from this client. */
   ufs: RequestCounts;
+  /** Parts read straight from a same-host worker's tmpfs tier, parts that fell back to HTTP, and bytes read so. */
+  shortCircuit: ShortCircuitStats;
 }
 
 /** The numeric options, checked, with their defaults filled in. */
@@ -72,6 +100,9 @@ export interface ClientSettings {
 }
 
 export function clientSettings(options: CacheClientOptions): ClientSettings {
+  if (options.checksums !== undefined && typeof options.checksums !== 'boolean') {
+    throw new InvalidArgumentError(`Expected \`checksums\` to be a boolean, got \`${String(options.checksums)}\` (${typeof options.checksums})`);
+  }
   return {
     blockSize: optionalInt('blockSize', options.blockSize, 16 * MiB),
     partSize: optionalInt('partSize', options.partSize, 4 * MiB),

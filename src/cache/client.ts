@@ -14,6 +14,9 @@ import type { HintRequest } from './hint-request.js';
 import { LocalPageTier } from './local-page-tier.js';
 import type { Membership, WorkerInfo } from './membership.js';
 import { HashRing, ringKey } from './ring.js';
+import { ShortCircuitReader, shortCircuitEnabled } from './short-circuit.js';
+import { reportCorrupt } from './client-corrupt.js';
+import { ChecksumFault } from './page-checksum.js';
 import { WorkerFault } from './worker-errors.js';
 import { WorkerTransport } from './worker-transport.js';
 // Sharing one membership and one set of breakers with copies in other threads (src/cache/shared-state.ts).
@@ -67,13 +70,14 @@ export class CacheClient implements UnderFileSystem {
   readonly #queue: PQueue;
   readonly #metadata: ClientMetadata;
   readonly #tier: LocalPageTier | undefined;
+  readonly #shortCircuit: ShortCircuitReader | undefined;
   readonly #admin: AdminTarget;
   readonly #calls = new CallScope();
   readonly #blockSize: number;
   readonly #partSize: number;
   readonly #replicas: number;
   #closing: Promise<void> | undefined;
-  readonly #counts = { hits: 0, misses: 0, fallbacks: 0, bytesFromCache: 0, bytesFromUfs: 0 };
+  readonly #counts = { hits: 0, misses: 0, fallbacks: 0, bytesFromCache: 0, bytesFromUfs: 0, corrupt: 0 };
 
   /**
    * @param state Internal: the membership and breakers of a copy rebuilt in another
@@ -96,7 +100,7 @@ export class CacheClient implements UnderFileSystem {
       this.#ring = new HashRing(members);
       diag.ring.publish({ members: members.map((m) => m.id) });
     });
-    this.#transport = new WorkerTransport({ token: options.token, timeoutMs: settings.requestTimeoutMs });
+    this.#transport = new WorkerTransport({ token: options.token, tlsCa: options.tlsCa, timeoutMs: settings.requestTimeoutMs, checksums: options.checksums });
     this.#metadata = new ClientMetadata(settings.metadataTtlMs, (key, signal, fn) => this.#askWorker(key, signal, fn), this.#transport, this.#store);
     this.#admin = {
       transport: this.#transport,
@@ -105,6 +109,7 @@ export class CacheClient implements UnderFileSystem {
       ownerOf: (url, etag, block) => this.#ring.owners(ringKey(url, etag, block), 1)[0],
     };
     this.#tier = options.localCache && new LocalPageTier(this.#routed(), options.localCache);
+    this.#shortCircuit = shortCircuitEnabled(options.shortCircuit) ? new ShortCircuitReader(this.#transport) : undefined;
   }
 
   /**
@@ -156,6 +161,7 @@ export class CacheClient implements UnderFileSystem {
       bytesFromCache: this.#counts.bytesFromCache + local.bytesFromCache,
       ufsRequests: ufs.list + ufs.stat + ufs.get + ufs.put + ufs.delete,
       ufs,
+      shortCircuit: this.#shortCircuit?.stats() ?? { hits: 0, misses: 0, bytes: 0, workers: 0 },
     };
   }
 
@@ -272,6 +278,7 @@ export class CacheClient implements UnderFileSystem {
     // Aborting a queued task's signal removes it from the queue and rejects it; never
     // `queue.clear()`, which drops tasks without settling them.
     this.#calls.end(reasonFor, closedError);
+    this.#shortCircuit?.close();
     const errors: unknown[] = [];
     const step = async (fn: () => Promise<unknown>): Promise<void> => {
       await fn().catch((e: unknown) => errors.push(e));
@@ -347,8 +354,22 @@ export class CacheClient implements UnderFileSystem {
 
   async #readPart(url: string, etag: string, size: number | undefined, part: Part, out: Uint8Array, at: number, signal: AbortSignal | undefined): Promise<void> {
     const req = { url, etag, size, offset: part.offset, length: part.length, out, at };
+    // A same-host owner's pages straight from its tmpfs tier (short-circuit.ts), else HTTP.
+    if (this.#shortCircuit && size !== undefined && (await this.#shortCircuit.read(this.#ring.owners(ringKey(url, etag, part.block), 1)[0], { ...req, size }))) {
+      this.#counts.hits++;
+      this.#counts.bytesFromCache += part.length;
+      return;
+    }
     const detail = { url, offset: part.offset, length: part.length };
-    const hit = await this.#askWorker(ringKey(url, etag, part.block), signal, (w) => this.#queue.add(() => this.#transport.read(w, req, signal), { signal }), detail);
+    const read = (w: WorkerInfo): Promise<string> =>
+      this.#transport.read(w, req, signal).catch((err: unknown) => {
+        if (err instanceof ChecksumFault) {
+          this.#counts.corrupt++;
+          reportCorrupt(this.#transport, err);
+        }
+        throw err;
+      });
+    const hit = await this.#askWorker(ringKey(url, etag, part.block), signal, (w) => this.#queue.add(() => read(w), { signal }), detail);
     if (hit !== undefined) {
       if (hit === 'hit') this.#counts.hits++;
       else this.#counts.misses++;
@@ -388,7 +409,9 @@ export class CacheClient implements UnderFileSystem {
           breaker.success();
           throw err;
         }
-        breaker.failure();
+        // A busy worker is alive: its part goes to the store, its breaker stays closed.
+        if (err.declined) breaker.success();
+        else breaker.failure();
         diag.fallback.publish({ worker: w.id, ...detail, reason: err.message });
       }
     }

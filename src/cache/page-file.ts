@@ -1,4 +1,5 @@
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../util/crc32.js';
+import { knownPageCrc, rememberPageCrc } from './page-checksum.js';
 import type { PageKey } from './page-key.js';
 
 /**
@@ -50,7 +51,9 @@ export function encodePageHeader(key: PageKey, data: Uint8Array, pageSize: numbe
   header.writeUInt32LE(pageSize, 8);
   header.writeUInt32LE(keyBytes.length, 12);
   header.writeUInt32LE(data.byteLength, 16);
-  header.writeUInt32LE(crc32(data), 20);
+  // The CRC computed when the page came from the store, so the file's CRC checks the
+  // bytes end to end rather than whatever memory holds now.
+  header.writeUInt32LE(knownPageCrc(data) ?? crc32(data), 20);
   header.writeUInt32LE(0, 24);
   header.writeUInt32LE(crc32(keyBytes, crc32(header.subarray(0, 28))), 28);
   return { header, keyBytes };
@@ -104,5 +107,6 @@ export function decodePageFile(file: Uint8Array, expectedKey: PageKey, pageSize:
   // A plain Uint8Array view (not a Buffer), like the pages the memory tier returns.
   const data = new Uint8Array(file.buffer, file.byteOffset + PAGE_HEADER_BYTES + h.keyLength, h.dataLength);
   if (crc32(data) !== h.dataCrc) return 'data checksum mismatch';
+  rememberPageCrc(data, h.dataCrc);
   return data;
 }

@@ -16,6 +16,7 @@ import {
   pageFileBytes,
   parsePageHeader,
 } from './page-file.js';
+import { inheritPageCrc } from './page-checksum.js';
 import type { PageKey } from './page-key.js';
 import { DEFAULT_PAGE_SIZE, checkPageSize, pageFileName, parsePageKey, tryParsePageKey } from './page-key.js';
 
@@ -58,6 +59,17 @@ export interface PageStoreOptions {
   lockHeartbeatMs?: number | undefined;
   /** Abort opening (the directory scan). */
   signal?: AbortSignal | undefined;
+  /**
+   * Permission bits of the directories the store creates under `diskDir` (the umask
+   * still applies). A short-circuit tier uses 0o700, or 0o750 with a shared group.
+   * @default 0o777 (the umask decides)
+   */
+  dirMode?: number | undefined;
+  /**
+   * Permission bits of the page files (the umask still applies).
+   * @default 0o666 (the umask decides)
+   */
+  fileMode?: number | undefined;
 }
 
 export interface PageStoreStats {
@@ -160,6 +172,8 @@ export class PageStore implements AsyncDisposable {
     diskErrors: 0,
   };
   #tmpSeq = 0;
+  #dirMode = 0o777;
+  #fileMode = 0o666;
   #lock: DirLock | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -195,6 +209,8 @@ export class PageStore implements AsyncDisposable {
       throw new InvalidArgumentError(`\`diskBytes\` (${String(options.diskBytes)}) was given without \`diskDir\``);
     }
     const store = new PageStore(pageSize, memoryBytes, policy, options.diskDir, diskBytes);
+    store.#dirMode = optionalInt('dirMode', options.dirMode, 0o777, 0, 0o7777);
+    store.#fileMode = optionalInt('fileMode', options.fileMode, 0o666, 0, 0o7777);
     const heartbeatMs = optionalInt('lockHeartbeatMs', options.lockHeartbeatMs, DEFAULT_LOCK_HEARTBEAT_MS, 1);
     if (options.diskDir !== undefined) await store.#openDisk(options.diskDir, options.recover ?? true, heartbeatMs, options.signal);
     return store;
@@ -256,14 +272,39 @@ export class PageStore implements AsyncDisposable {
     // A copy: the caller's array may be a view into a much larger buffer (a socket
     // chunk, a whole-range read), which would pin that buffer and defeat the budget.
     const page = new Uint8Array(bytes);
+    inheritPageCrc(bytes, page);
     this.#memInsert(key, page, options.hint);
     if (this.#diskPolicy !== undefined && !this.#disk.has(key)) await this.#diskInsert(key, page, options.hint);
+  }
+
+  /**
+   * Tell the eviction policies that a page was read elsewhere (a client read its file
+   * directly). True when either tier holds it; nothing is read or counted.
+   */
+  touch(key: PageKey, options: { hint?: AccessHint | undefined } = {}): boolean {
+    this.#checkOpen('touch');
+    const inMemory = this.#mem.has(key);
+    if (inMemory) this.#memPolicy.touch(key, options.hint);
+    const onDisk = this.#disk.has(key);
+    if (onDisk) this.#diskPolicy?.touch(key, options.hint);
+    return inMemory || onDisk;
   }
 
   /** Whether either tier holds the key (a disk page is checked only when read). */
   has(key: PageKey): boolean {
     this.#checkOpen('has');
     return this.#mem.has(key) || this.#disk.has(key);
+  }
+
+  /**
+   * Drop one page from both tiers (a page a client found corrupt). Resolves with
+   * whether either tier held it, once its file is gone.
+   */
+  async delete(key: PageKey): Promise<boolean> {
+    this.#checkOpen('delete');
+    const held = this.#mem.has(key) || this.#disk.has(key);
+    await this.#drop(key);
+    return held;
   }
 
   /**
@@ -468,9 +509,12 @@ export class PageStore implements AsyncDisposable {
     }
     const data = decodePageFile(buf, key, this.pageSize);
     if (typeof data === 'string') {
-      this.#counters.corruptPages++;
-      if (corruptChannel.hasSubscribers) corruptChannel.publish({ key, file, reason: data });
-      if (this.#disk.get(key) === entry) await this.#drop(key);
+      // Concurrent reads of one bad file all see it bad; the first drops and counts it.
+      if (this.#disk.get(key) === entry) {
+        this.#counters.corruptPages++;
+        if (corruptChannel.hasSubscribers) corruptChannel.publish({ key, file, reason: data });
+        await this.#drop(key);
+      }
       return undefined;
     }
     return data;
@@ -479,14 +523,14 @@ export class PageStore implements AsyncDisposable {
   async #writePageFile(dir: string, key: PageKey, name: string, data: Uint8Array): Promise<void> {
     const sub = join(dir, 'pages', name.slice(0, 2));
     if (!this.#madeDirs.has(sub)) {
-      await mkdir(sub, { recursive: true });
+      await mkdir(sub, { recursive: true, mode: this.#dirMode });
       this.#madeDirs.add(sub);
     }
     const { header, keyBytes } = encodePageHeader(key, data, this.pageSize);
     const tmp = join(dir, 'tmp', `${name}.${process.pid}.${++this.#tmpSeq}.tmp`);
     let handle: FileHandle | undefined;
     try {
-      handle = await open(tmp, 'w');
+      handle = await open(tmp, 'w', this.#fileMode);
       await handle.writev([header, keyBytes, data]);
       await handle.close();
       handle = undefined;
@@ -534,14 +578,15 @@ export class PageStore implements AsyncDisposable {
   // ---- open and recovery
 
   async #openDisk(dir: string, recover: boolean, heartbeatMs: number, signal: AbortSignal | undefined): Promise<void> {
-    await mkdir(join(dir, 'pages'), { recursive: true });
+    const mode = this.#dirMode;
+    await mkdir(join(dir, 'pages'), { recursive: true, mode });
     this.#lock = await DirLock.acquire(dir, heartbeatMs);
     try {
       await rm(join(dir, 'tmp'), { recursive: true, force: true });
-      await mkdir(join(dir, 'tmp'), { recursive: true });
+      await mkdir(join(dir, 'tmp'), { recursive: true, mode });
       if (!recover) {
         await rm(join(dir, 'pages'), { recursive: true, force: true });
-        await mkdir(join(dir, 'pages'), { recursive: true });
+        await mkdir(join(dir, 'pages'), { recursive: true, mode });
         return;
       }
       await this.#recover(dir, signal);

@@ -14,6 +14,9 @@ export const Paths = {
   jobs: '/v1/jobs/',
   invalidate: '/v1/invalidate',
   hints: '/v1/hints',
+  touch: '/v1/touch',
+  /** A client reports pages whose bytes failed their checksum; the worker drops them. */
+  corrupt: '/v1/corrupt',
   info: '/v1/info',
   health: '/healthz',
   metrics: '/metrics',
@@ -28,12 +31,18 @@ export const Headers = {
   age: 'x-granary-age',
   /** The worker's id. */
   worker: 'x-granary-worker',
+  /** On a read asked with `crc=crc32`: the worker's page size; the body ends with a CRC-32 per page piece (src/cache/page-checksum.ts). */
+  crc: 'x-granary-crc32',
 } as const;
 
-/** The query of a `/v1/read`: `size` only when the client knows the version's size (the worker then trusts the version). */
-export function readQuery(r: { url: string; etag: string; size?: number | undefined; offset: number; length: number }): Record<string, string> {
+/**
+ * The query of a `/v1/read`: `size` only when the client knows the version's size (the
+ * worker then trusts the version), `crc` when the client checks page checksums.
+ */
+export function readQuery(r: { url: string; etag: string; size?: number | undefined; offset: number; length: number }, crc?: string): Record<string, string> {
   const q: Record<string, string> = { url: r.url, etag: r.etag, offset: String(r.offset), length: String(r.length) };
   if (r.size !== undefined) q.size = String(r.size);
+  if (crc !== undefined) q.crc = crc;
   return q;
 }
 
@@ -46,6 +55,7 @@ export function statusForCode(code: GranaryErrorCode): number {
     case ErrorCodes.BAD_REQUEST:
     case ErrorCodes.PATH_ESCAPE:
     case ErrorCodes.UNSUPPORTED_OPERATION:
+    case ErrorCodes.RANGE_TOO_LARGE:
       return 400;
     case ErrorCodes.UNAUTHORIZED:
       return 401;
@@ -61,6 +71,7 @@ export function statusForCode(code: GranaryErrorCode): number {
       return 416;
     case ErrorCodes.CLOSED:
     case ErrorCodes.UNAVAILABLE:
+    case ErrorCodes.BUSY:
       return 503;
     case ErrorCodes.TIMEOUT:
       return 504;

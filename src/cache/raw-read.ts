@@ -6,11 +6,14 @@
  * parts opens about as many connections as it has reads in flight, not one per part.
  */
 import { connect, type NetConnectOpts, type Socket } from 'node:net';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { throwIfAborted } from '../errors.js';
 import type { WorkerReadRequest } from './worker-transport.js';
 import type { WorkerInfo } from './membership.js';
+import { CRC_BYTES, parseCrcHeader, pieceCount } from './page-checksum.js';
 import { Headers, Paths, readQuery } from './protocol.js';
 import { WorkerFault } from './worker-errors.js';
+import { describeConnectError } from './worker-tls.js';
 
 /** Parts at least this large go over a raw socket. */
 export const RAW_READ_MIN = 1024 * 1024;
@@ -23,15 +26,20 @@ const MAX_IDLE = 64;
 
 /** A `WorkerReadRequest` (bytes go to `out[at, at + length)`) sent over a raw socket. */
 export interface RawReadRequest extends WorkerReadRequest {
-  /** An `http://` worker. */
+  /** An `http://` or `https://` worker. */
   worker: WorkerInfo;
   token: string | undefined;
   timeoutMs: number;
   signal: AbortSignal | undefined;
+  /** Ask for page checksums (`crc=<this>`): the body then ends with a trailer. */
+  crc?: string | undefined;
 }
 
-/** 200: the bytes are in `out`, `cache` says where the worker found them. Any other status: its body, for `errorFromAnswer`. */
-export type RawAnswer = { status: 200; cache: string } | { status: number; body: string };
+/**
+ * 200: the bytes are in `out`, `cache` says where the worker found them, and when the
+ * worker sent checksums, its page size and the trailer. Any other status: its body, for `errorFromAnswer`.
+ */
+export type RawAnswer = { status: 200; cache: string; pageSize?: number | undefined; trailer?: Uint8Array | undefined } | { status: number; body: string };
 
 /** What one exchange on a connection does with the bytes that arrive. */
 interface Exchange {
@@ -53,8 +61,9 @@ class RawConnection {
   #handed: Uint8Array = this.#scratch;
   #handedTo: Exchange | undefined;
 
-  constructor(host: string, port: number, onGone: (c: RawConnection) => void) {
-    this.socket = connect({
+  /** `ca`: verify an `https://` worker against it (undefined: the system's CAs); `tls` false: plain TCP. */
+  constructor(host: string, port: number, tls: { ca: Buffer | undefined } | false, onGone: (c: RawConnection) => void) {
+    const options = {
       host,
       port,
       noDelay: true,
@@ -76,7 +85,9 @@ class RawConnection {
           return true;
         },
       },
-    } satisfies NetConnectOpts);
+    } satisfies NetConnectOpts;
+    // TLS sockets take `onread` too: the decrypted bytes land in the exchange's buffer.
+    this.socket = tls === false ? connect(options) : tlsConnect({ ...options, ...(tls.ca ? { ca: tls.ca } : {}) } satisfies ConnectionOptions);
     const gone = (err?: Error): void => {
       onGone(this);
       const ex = this.current;
@@ -108,7 +119,13 @@ class RawConnection {
 /** Keep-alive raw sockets per worker, shared by a client's large reads. */
 export class RawPool {
   readonly #idle = new Map<string, RawConnection[]>();
+  readonly #ca: Buffer | undefined;
   #closed = false;
+
+  /** `ca`: the CA `https://` workers' certificates are verified against; undefined: the system's CAs. */
+  constructor(ca?: Buffer) {
+    this.#ca = ca;
+  }
 
   /**
    * One ranged read. Rejects with `WorkerFault` when the worker misbehaves (unreachable,
@@ -118,11 +135,11 @@ export class RawPool {
   async read(r: RawReadRequest): Promise<RawAnswer> {
     throwIfAborted(r.signal);
     const target = new URL(r.worker.url);
-    const qs = new URLSearchParams(readQuery(r)).toString();
+    const qs = new URLSearchParams(readQuery(r, r.crc)).toString();
     let req = `GET ${target.pathname.replace(/\/$/, '')}${Paths.read}?${qs} HTTP/1.1\r\nhost: ${target.host}\r\n`;
     if (r.token) req += `authorization: Bearer ${r.token}\r\n`;
     req += '\r\n';
-    const key = target.host;
+    const key = `${target.protocol}//${target.host}`;
     const conn = this.#take(key);
     if (conn) {
       try {
@@ -131,7 +148,8 @@ export class RawPool {
         if (!(err instanceof StaleSocket)) throw err;
       }
     }
-    const fresh = new RawConnection(target.hostname.replace(/^\[|\]$/g, ''), Number(target.port || 80), (c) => this.#drop(key, c));
+    const https = target.protocol === 'https:';
+    const fresh = new RawConnection(target.hostname.replace(/^\[|\]$/g, ''), Number(target.port || (https ? 443 : 80)), https && { ca: this.#ca }, (c) => this.#drop(key, c));
     try {
       return await this.#exchange(fresh, key, req, r);
     } catch (err) {
@@ -183,6 +201,8 @@ export class RawPool {
       let bodyLen = -1;
       let got = 0;
       let errBody: Buffer | undefined;
+      let pageSize: number | undefined;
+      let trailer: Uint8Array | undefined;
       let done = false;
       const finish = (err: Error | undefined, value?: RawAnswer): void => {
         if (done) return;
@@ -193,7 +213,7 @@ export class RawPool {
         if (err || !keepAlive) conn.socket.destroy();
         else this.#release(key, conn);
         if (err) reject(err);
-        else resolve(value ?? { status: 200, cache });
+        else resolve(value ?? { status: 200, cache, pageSize, trailer });
       };
       const onAbort = (): void => {
         try {
@@ -204,7 +224,7 @@ export class RawPool {
       };
       const fault = (msg: string): void => finish(new WorkerFault(msg));
       const onBodyDone = (): void => {
-        if (status === 200) finish(undefined, { status, cache });
+        if (status === 200) finish(undefined, { status, cache, pageSize, trailer });
         else finish(undefined, { status, body: (errBody ?? Buffer.alloc(0)).toString('utf8') });
       };
       const onHead = (): void => {
@@ -230,29 +250,38 @@ export class RawPool {
           if (name === 'content-length') cl = Number(value);
           else if (name === Headers.etag) gotTag = value;
           else if (name === Headers.cache) cache = value;
+          else if (name === Headers.crc && r.crc !== undefined) pageSize = parseCrcHeader(value);
           else if (name === 'connection' && value.toLowerCase() === 'close') keepAlive = false;
         }
         if (!Number.isSafeInteger(cl) || cl < 0) return fault(`worker ${w.id} answered ${status} without a content-length for ${url}`);
         bodyLen = cl;
         if (status === 200) {
           if (gotTag !== r.etag) return fault(`worker ${w.id} answered version ${String(gotTag)} for ${url}, expected ${r.etag}`);
-          if (cl > r.length) return fault(`worker ${w.id} sent more than ${r.length} bytes for ${url}`);
-          if (cl !== r.length) return fault(`worker ${w.id} sent ${cl} of ${r.length} bytes for ${url}`);
+          if (pageSize !== undefined) trailer = new Uint8Array(pieceCount(r.offset, r.length, pageSize) * CRC_BYTES);
+          const want = r.length + (trailer?.byteLength ?? 0);
+          if (cl > want) return fault(`worker ${w.id} sent more than ${want} bytes for ${url}`);
+          if (cl !== want) return fault(`worker ${w.id} sent ${cl} of ${want} bytes for ${url}`);
         } else {
           if (cl > MAX_ERROR_BODY) return fault(`worker ${w.id} answered ${status} with a ${cl}-byte body for ${url}`);
           errBody = Buffer.allocUnsafe(cl);
         }
         const extra = head.subarray(end + 4, headLen);
         if (extra.byteLength > bodyLen) return fault(`worker ${w.id} sent more than ${bodyLen} bytes for ${url}`);
-        if (status === 200) out.set(extra, at);
-        else extra.copy(errBody as Buffer, 0);
+        if (status === 200) {
+          const data = Math.min(extra.byteLength, r.length);
+          out.set(extra.subarray(0, data), at);
+          if (data < extra.byteLength) trailer?.set(extra.subarray(data));
+        } else extra.copy(errBody as Buffer, 0);
         got = extra.byteLength;
         if (got === bodyLen) onBodyDone();
       };
       conn.current = {
         buffer: () => {
           if (bodyLen < 0) return head.subarray(headLen);
-          if (status === 200) return out.subarray(at + got, at + bodyLen);
+          if (status === 200) {
+            if (got < r.length) return out.subarray(at + got, at + r.length);
+            return (trailer as Uint8Array).subarray(got - r.length);
+          }
           return (errBody as Buffer).subarray(got);
         },
         got: (n) => {
@@ -268,7 +297,7 @@ export class RawPool {
         lost: (err) => {
           // Nothing came back on a socket that served before: the worker closed it while idle.
           if (conn.reused && headLen === 0 && !done) return finish(new StaleSocket());
-          if (err) return fault(`worker ${w.id} at ${w.url} unreachable: ${err.message}`);
+          if (err) return fault(`worker ${w.id} at ${w.url} unreachable: ${describeConnectError(err)}`);
           if (bodyLen < 0) fault(`worker ${w.id} at ${w.url} closed the connection before answering for ${url}`);
           else fault(`worker ${w.id} broke off the body of ${url}: sent ${got} of ${bodyLen} bytes`);
         },

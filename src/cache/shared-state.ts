@@ -159,6 +159,7 @@ export interface PortableCacheClientOptions extends ClientStateOptions {
   requestTimeoutMs?: number | undefined;
   replicas?: number | undefined;
   localCache?: { memoryBytes: number; pageSize?: number } | undefined;
+  checksums?: boolean | undefined;
 }
 
 function isUfs(v: unknown): v is UnderFileSystem {

@@ -4,10 +4,12 @@
  * missing pages, shared by every reader waiting on those pages.
  */
 import { channel } from 'node:diagnostics_channel';
+import { crc32 } from '../util/crc32.js';
 import { ErrorCodes, RangeNotSatisfiableError, VersionChangedError, isGranaryError } from '../errors.js';
 import type { FileInfo, UnderFileSystem } from '../ufs/types.js';
 import type { WorkerHints } from './hints.js';
 import { MetadataCache } from './metadata-cache.js';
+import { pieceCrc, rememberPageCrc } from './page-checksum.js';
 import { pageKey, pagesForRange, type PageKey } from './page-key.js';
 import type { PageStore } from './page-store.js';
 import { SingleFlight } from './single-flight.js';
@@ -92,6 +94,13 @@ export class ReadThrough {
     return this.#meta.list(prefix, maxAgeMs);
   }
 
+  /** Drop pages of one version that a client found corrupt; resolves with how many were held. */
+  async dropPages(url: string, etag: string, pages: readonly number[]): Promise<number> {
+    let n = 0;
+    for (const i of pages) if (await this.#o.store.delete(pageKey(url, etag, i))) n++;
+    return n;
+  }
+
   async invalidate(url: string): Promise<void> {
     this.#meta.invalidate(url);
     await this.#o.store.deleteFile(url);
@@ -135,8 +144,19 @@ export class ReadThrough {
     return { bytes: out, info, hit };
   }
 
-  /** `readRange` as the slices of pages that make up the range, in order (views, not copies). */
-  async readPieces(url: string, offset: number, length: number, etag?: string, size?: number): Promise<{ pieces: Uint8Array[]; info: FileInfo; hit: string }> {
+  /**
+   * `readRange` as the slices of pages that make up the range, in order (views, not
+   * copies), and with `withCrcs` the CRC-32 of each slice: a whole page's is the one
+   * computed when it came from the store, a partial page's is computed now.
+   */
+  async readPieces(
+    url: string,
+    offset: number,
+    length: number,
+    etag?: string,
+    size?: number,
+    withCrcs = false,
+  ): Promise<{ pieces: Uint8Array[]; info: FileInfo; hit: string; crcs?: number[] }> {
     const info = await this.version(url, etag, size);
     if (offset + length > info.size) {
       throw new RangeNotSatisfiableError(`Range ${offset}+${length} is past the end of ${url} (size ${info.size})`, { url });
@@ -167,7 +187,8 @@ export class ReadThrough {
     const resolved = missing.length === 0 ? (pages as Uint8Array[]) : await Promise.all(pages.map((p) => Promise.resolve(p)));
     diag.read.publish({ worker: this.#o.workerId, url, offset, length, pages: count, missing: missing.length });
     const hit = missing.length === 0 ? 'hit' : missing.length === count ? 'miss' : 'partial';
-    if (count === 0) return { pieces: [], info, hit };
+    const crcs: number[] | undefined = withCrcs ? [] : undefined;
+    if (count === 0) return { pieces: [], info, hit, ...(crcs && { crcs }) };
     const start = offset - first * ps;
     const pieces: Uint8Array[] = [];
     let pos = 0;
@@ -176,9 +197,10 @@ export class ReadThrough {
       const from = i === 0 ? start : 0;
       const take = Math.min(p.byteLength - from, length - pos);
       pieces.push(p.subarray(from, from + take));
+      crcs?.push(pieceCrc(p, from, take));
       pos += take;
     }
-    return { pieces, info, hit };
+    return { pieces, info, hit, ...(crcs && { crcs }) };
   }
 
   /** Fetch pages [first, first+count) of one version; one promise per page, shared with concurrent readers. */
@@ -209,6 +231,8 @@ export class ReadThrough {
         const out: Uint8Array[] = [];
         for (let k = 0; k < count; k++) {
           const page = bytes.subarray(k * ps, Math.min(bytes.byteLength, (k + 1) * ps));
+          // The page's checksum, from the store's bytes: it travels with the page from here on.
+          rememberPageCrc(page, crc32(page));
           out.push(page);
           // Belady's bypass: a page needed later than everything resident is served, not kept.
           if (this.#o.hints?.admitsKey(keys[k] as PageKey) ?? true) await this.#o.store.put(keys[k] as PageKey, page);
@@ -218,6 +242,15 @@ export class ReadThrough {
       return run;
     };
     return keys.map((key, k) => this.#flight.run(key, async () => ((await getRun())[k] as Uint8Array)));
+  }
+
+  /** Pages a client read straight from the tier (short-circuit): their recency, and hits. */
+  touch(keys: readonly PageKey[]): { touched: number } {
+    let touched = 0;
+    for (const k of keys) if (this.#o.store.touch(k)) touched++;
+    this.counters.hits += touched;
+    this.#o.metrics.hits.inc(touched);
+    return { touched };
   }
 
   /** A prefetch of hinted pages: the same read-through (and single flight) as a read. */

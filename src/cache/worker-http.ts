@@ -4,16 +4,19 @@
  * `ReadThrough`'s; load jobs are `LoadJobs`'.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { BadRequestError, ClosedError, InternalError, isGranaryError } from '../errors.js';
+import { BadRequestError, ClosedError, InternalError, isGranaryError, RangeTooLargeError } from '../errors.js';
 import { checkRange } from '../ufs/url.js';
 import { parseHintRequest, type WorkerHints } from './hints.js';
+import { CRC_ALGORITHM, encodeTrailer } from './page-checksum.js';
 import { pageKey, pagesForRange } from './page-key.js';
 import { Headers, Paths, statusForCode } from './protocol.js';
+import { parseTouchBody } from './short-circuit-touch.js';
 import { refusalReason, type AccessPolicy } from './worker-access.js';
 import type { ReadThrough } from './worker-core.js';
 import type { LoadJobs } from './worker-jobs.js';
+import type { RequestLimiter } from './worker-limits.js';
 import type { WorkerMetrics } from './worker-metrics.js';
-import { intParam, maxAgeParam, optionalIntParam, parseLoadBody, readJsonBody, requiredParam } from './worker-requests.js';
+import { intParam, maxAgeParam, optionalIntParam, pageListParam, parseLoadBody, readJsonBody, requestUrl, requiredParam } from './worker-requests.js';
 import type { WorkerInfoResponse } from './worker-options.js';
 
 export interface WorkerHttpContext {
@@ -25,6 +28,8 @@ export interface WorkerHttpContext {
   readonly jobs: LoadJobs;
   readonly hints: WorkerHints | undefined;
   readonly metrics: WorkerMetrics;
+  /** Requests in flight, per connection and in total (docs/security.md, Limits). */
+  readonly limiter: RequestLimiter;
   closing(): boolean;
   /** Close the server's idle keep-alive connections (while draining). */
   releaseIdle(): void;
@@ -58,11 +63,13 @@ async function handle(ctx: WorkerHttpContext, req: IncomingMessage, res: ServerR
   const started = process.hrtime.bigint();
   let endpoint = 'unknown';
   try {
-    const u = new URL(req.url ?? '/', 'http://worker');
+    const u = requestUrl(req.url);
     endpoint = u.pathname.startsWith(Paths.jobs) ? Paths.jobs : u.pathname;
     res.setHeader(Headers.worker, ctx.id);
     if (u.pathname === Paths.health) return send(res, 200, 'ok\n', 'text/plain');
     ctx.policy.authorize(req.headers.authorization);
+    // Scrapes are not counted: a busy worker must still say why it is busy.
+    if (u.pathname !== Paths.metrics) ctx.limiter.admit(req, res);
     if (ctx.closing()) throw new ClosedError(`Worker ${ctx.id} is shutting down`);
     switch (`${req.method ?? 'GET'} ${endpoint}`) {
       case `GET ${Paths.read}`:
@@ -73,10 +80,14 @@ async function handle(ctx: WorkerHttpContext, req: IncomingMessage, res: ServerR
         return await handleList(ctx, u, res);
       case `POST ${Paths.invalidate}`:
         return await handleInvalidate(ctx, u, res);
+      case `POST ${Paths.corrupt}`:
+        return await handleCorrupt(ctx, u, res);
       case `POST ${Paths.load}`:
         return await handleLoad(ctx, await readJsonBody(req), res);
       case `POST ${Paths.hints}`:
         return await handleHints(ctx, await readJsonBody(req), res);
+      case `POST ${Paths.touch}`:
+        return json(res, 200, ctx.core.touch(parseTouchBody(await readJsonBody(req))));
       case `GET ${Paths.jobs}`:
         return json(res, 200, ctx.jobs.get(decodeURIComponent(u.pathname.slice(Paths.jobs.length))));
       case `GET ${Paths.info}`:
@@ -108,7 +119,7 @@ async function handleRead(ctx: WorkerHttpContext, u: URL, res: ServerResponse): 
   await ctx.policy.check(url);
   checkRange(url, offset, length);
   if (length > ctx.maxReadBytes) {
-    throw new BadRequestError(`Range of ${length} bytes exceeds this worker's maxReadBytes ${ctx.maxReadBytes} (${url})`, { url });
+    throw new RangeTooLargeError(`Range of ${length} bytes exceeds this worker's maxReadBytes ${ctx.maxReadBytes} (${url})`, { url });
   }
   const etag = u.searchParams.get('etag') ?? undefined;
   if (ctx.hints && etag !== undefined) {
@@ -116,12 +127,30 @@ async function handleRead(ctx: WorkerHttpContext, u: URL, res: ServerResponse): 
     ctx.hints.classify(Array.from({ length: count }, (_, i) => pageKey(url, etag, first + i)));
   }
   const size = optionalIntParam(u, 'size');
-  const { pieces, info, hit } = await ctx.core.readPieces(url, offset, length, etag, etag === undefined ? undefined : size);
+  const crc = u.searchParams.get('crc');
+  if (crc !== null && crc !== CRC_ALGORITHM) throw new BadRequestError(`Unknown checksum \`${crc.slice(0, 40)}\` (this worker sends ${CRC_ALGORITHM})`, { url });
+  const { pieces, info, hit, crcs } = await ctx.core.readPieces(url, offset, length, etag, etag === undefined ? undefined : size, crc !== null);
   res.setHeader(Headers.etag, info.etag);
   res.setHeader(Headers.cache, hit);
   const bytes = pieces.reduce((n, p) => n + p.byteLength, 0);
   ctx.core.served(bytes);
-  sendBytes(res, pieces, bytes);
+  if (crcs) {
+    res.setHeader(Headers.crc, String(ctx.pageSize));
+    sendBytes(res, [...pieces, encodeTrailer(crcs)], bytes + crcs.length * 4);
+  } else {
+    sendBytes(res, pieces, bytes);
+  }
+}
+
+/** A client found these pages of a version corrupt (or without a checksum): drop them, so the next read refetches them. */
+async function handleCorrupt(ctx: WorkerHttpContext, u: URL, res: ServerResponse): Promise<void> {
+  const url = requiredParam(u, 'url');
+  const etag = requiredParam(u, 'etag');
+  const pages = pageListParam(u, 'pages');
+  await ctx.policy.check(url);
+  const dropped = await ctx.core.dropPages(url, etag, pages);
+  ctx.metrics.corruptReports.inc();
+  json(res, 200, { dropped });
 }
 
 async function handleStat(ctx: WorkerHttpContext, u: URL, res: ServerResponse): Promise<void> {

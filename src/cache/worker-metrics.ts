@@ -9,9 +9,15 @@ export interface WorkerMetrics {
   bytesFromStore: Counter;
   storeRequests: Counter<'kind'>;
   evictions: Gauge;
+  /** Disk tier operations that failed (ENOSPC, EIO, ...) since start: each page was served from memory or the store instead. */
+  diskErrors: Gauge;
   requests: Counter<'endpoint' | 'status'>;
   /** Requests refused by the worker's policy (token, allow, fileRoot, address guard), by reason. */
   refused: Counter<'reason'>;
+  /** Reports from clients of pages whose bytes failed their checksum (the pages are dropped). */
+  corruptReports: Counter;
+  /** Page files that failed their CRCs (on read or at recovery) and were dropped. */
+  corruptPages: Gauge;
   latency: Histogram<'endpoint'>;
   usage: Gauge<'tier'>;
   capacity: Gauge<'tier'>;
@@ -34,6 +40,7 @@ export function createWorkerMetrics(workerId: string): WorkerMetrics {
       registers: r,
     }),
     evictions: new Gauge({ name: 'granary_worker_evictions', help: 'Pages evicted since start (both tiers)', registers: r }),
+    diskErrors: new Gauge({ name: 'granary_worker_disk_errors', help: 'Disk tier writes, reads and unlinks that failed since start', registers: r }),
     requests: new Counter({
       name: 'granary_worker_requests_total',
       help: 'HTTP requests, by endpoint and status',
@@ -46,6 +53,12 @@ export function createWorkerMetrics(workerId: string): WorkerMetrics {
       labelNames: ['reason'],
       registers: r,
     }),
+    corruptReports: new Counter({
+      name: 'granary_worker_corrupt_reports_total',
+      help: 'Client reports of pages that failed their end-to-end checksum (each drops those pages)',
+      registers: r,
+    }),
+    corruptPages: new Gauge({ name: 'granary_worker_corrupt_pages', help: 'Page files that failed their checksums since start (dropped, refetched on demand)', registers: r }),
     latency: new Histogram({
       name: 'granary_worker_request_seconds',
       help: 'Request latency, by endpoint',

@@ -4,8 +4,11 @@ import type { UnderFileSystem } from '../ufs/types.js';
 import type { EvictionPolicyName } from './eviction.js';
 import type { WorkerHintOptions, WorkerHintStats } from './hints.js';
 import type { EtcdSecurityOptions } from './etcd-security.js';
+import type { ShortCircuitInfo } from './short-circuit-tier.js';
+import type { WorkerLimitOptions } from './worker-limits.js';
+import type { WorkerTlsOptions } from './worker-tls.js';
 
-export interface WorkerOptions {
+export interface WorkerOptions extends WorkerLimitOptions {
   /**
    * Address to bind. Anything but loopback needs a `token` (or `insecure: true`).
    * @default '127.0.0.1'
@@ -15,7 +18,7 @@ export interface WorkerOptions {
   port?: number;
   /** Worker id, stable across restarts if you want a restarted worker to own the same keys. @default a random UUID */
   id?: string;
-  /** URL that clients should use to reach this worker. @default `http://<host>:<port>` */
+  /** URL that clients should use to reach this worker. @default `http://<host>:<port>` (`https://` with `tls`) */
   advertiseUrl?: string;
   /** Page size in bytes; every worker and client of a cluster should agree. @default 1 MiB */
   pageSize?: number;
@@ -30,6 +33,21 @@ export interface WorkerOptions {
   diskDir?: string;
   /** Disk tier budget in bytes. @default 1 GiB when `diskDir` is set */
   diskBytes?: number;
+  /**
+   * Keep the memory tier as page files in this directory on a tmpfs, so clients on the
+   * same host read pages straight from it (short-circuit reads, docs/cache.md). The tier
+   * keeps `memoryBytes` (page files with their headers) and survives `drop_caches` and a
+   * restart of the worker. Not with `diskDir`. Created 0700 (files 0600) unless `shmGroup`.
+   * @default undefined (the memory tier lives in the worker's heap)
+   * @example '/dev/shm/granary-w1'
+   */
+  shmDir?: string;
+  /**
+   * A group (name or gid) that may read `shmDir` too: the directory becomes 02750 and its
+   * files 0640, owned by that group. The worker's user must belong to it.
+   * @default undefined (the worker's user only)
+   */
+  shmGroup?: string | number;
   /** Eviction policy of both tiers. @default 'lru' */
   policy?: EvictionPolicyName;
   /** How the worker reaches the store (same options as `createUfs`), or a ready store client. */
@@ -72,7 +90,14 @@ export interface WorkerOptions {
   insecure?: boolean;
   /** How long stat and list answers are cached. @default 10_000 */
   metadataTtlMs?: number;
-  /** Largest byte range one read request may ask for. @default 256 MiB */
+  /**
+   * Serve HTTPS with this certificate and key (PEM files, read at start). The worker's
+   * URL is then `https://…`; clients verify the certificate (`tlsCa`, or the system CAs).
+   * @default undefined (plain HTTP)
+   * @example { certFile: '/etc/granary/worker.crt', keyFile: '/etc/granary/worker.key' }
+   */
+  tls?: WorkerTlsOptions;
+  /** Largest byte range one read request may ask for; a larger one is answered 400 `GRANARY_ERR_RANGE_TOO_LARGE`. @default 256 MiB */
   maxReadBytes?: number;
   /** Largest run of consecutive missing pages fetched from the store in one request. @default 8 */
   fetchRunPages?: number;
@@ -95,6 +120,8 @@ export interface WorkerInfoResponse {
   counters: { hits: number; misses: number; storeRequests: number; bytesServed: number; bytesFromStore: number; evictions: number };
   /** Hint registry, prefetch and read-class counters; absent when hints are off. */
   hints?: WorkerHintStats;
+  /** Where same-host clients read pages directly; absent without `shmDir`. */
+  shortCircuit?: ShortCircuitInfo;
 }
 
 export interface CacheWorker extends AsyncDisposable {

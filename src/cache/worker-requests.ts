@@ -64,6 +64,21 @@ function queryValue<T>(u: URL, name: string, schema: z.ZodType<T>): T {
   return parsed.data;
 }
 
+/**
+ * The URL of a request from its target. Resolved as a path under a fixed origin, never
+ * against one: `//x/v1/read` would otherwise name host `x` and path `/v1/read`, and
+ * `//` does not parse at all.
+ */
+export function requestUrl(target: string | undefined): URL {
+  const t = target ?? '/';
+  if (!t.startsWith('/')) throw new BadRequestError(`Expected a request target that is a path, got \`${t.slice(0, 100)}\``);
+  try {
+    return new URL(`http://worker${t}`);
+  } catch {
+    throw new BadRequestError(`Request target \`${t.slice(0, 100)}\` does not parse as a path`);
+  }
+}
+
 // Every read parses these: a plain test first, the schema only to word a refusal.
 const INT_RE = /^-?\d{1,16}$/;
 const NON_NEGATIVE_INT_RE = /^\d{1,12}$/;
@@ -89,6 +104,19 @@ export function optionalIntParam(u: URL, name: string): number | undefined {
   if (raw === null) return undefined;
   if (NON_NEGATIVE_INT_RE.test(raw)) return Number(raw);
   return Number(queryValue(u, name, NonNegativeInt));
+}
+
+/** Most page indices one `/v1/corrupt` may name (a maximal read of the smallest pages is far fewer). */
+const MAX_PAGE_LIST = 65536;
+const PAGE_LIST_RE = /^\d{1,12}(,\d{1,12})*$/;
+
+/** A required comma-separated list of page indices (`pages=3,4`). */
+export function pageListParam(u: URL, name: string): number[] {
+  const raw = requiredParam(u, name);
+  if (!PAGE_LIST_RE.test(raw)) throw new BadRequestError(`Query parameter \`${name}\` must list page indices separated by commas, got \`${raw.slice(0, 100)}\``);
+  const pages = raw.split(',').map(Number);
+  if (pages.length > MAX_PAGE_LIST) throw new BadRequestError(`Query parameter \`${name}\` lists ${pages.length} pages, more than ${MAX_PAGE_LIST}`);
+  return pages;
 }
 
 /** A client's `maxAgeMs`: it will not accept metadata older than this (its own TTL). */

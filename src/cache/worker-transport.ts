@@ -6,15 +6,21 @@
 import { Agent, request, type Dispatcher } from 'undici';
 import { UnavailableError, throwIfAborted } from '../errors.js';
 import type { WorkerInfo } from './membership.js';
+import { CRC_ALGORITHM, CRC_BYTES, parseCrcHeader, pieceCount, verifyReadAnswer } from './page-checksum.js';
 import { Headers, Paths, readQuery } from './protocol.js';
 import { RAW_READ_MIN, RawPool } from './raw-read.js';
 import { WorkerFault, errorFromAnswer } from './worker-errors.js';
+import { describeConnectError, loadClientCa } from './worker-tls.js';
 
 export interface WorkerTransportOptions {
   /** Bearer token the workers require. */
   token?: string | undefined;
+  /** PEM file of the CA that signed the workers' certificates; undefined: the system's CAs. */
+  tlsCa?: string | undefined;
   /** A request slower than this (to its headers, or between body chunks) is a `WorkerFault`. */
   timeoutMs: number;
+  /** Ask for page checksums and verify every part against them (`ChecksumFault` on a mismatch). @default true */
+  checksums?: boolean | undefined;
 }
 
 /** A ranged read of one object version, written into `out` at `at`. */
@@ -30,45 +36,59 @@ export interface WorkerReadRequest {
 }
 
 export class WorkerTransport {
-  readonly #agent = new Agent({ connections: 64, keepAliveTimeout: 30_000, pipelining: 1 });
-  readonly #raw = new RawPool();
+  readonly #agent: Agent;
+  readonly #raw: RawPool;
   readonly #token: string | undefined;
   readonly #timeoutMs: number;
+  readonly #crc: string | undefined;
 
   constructor(options: WorkerTransportOptions) {
+    // Certificates are always verified; `ca` replaces the system's CAs when given.
+    const ca = loadClientCa(options.tlsCa);
+    this.#agent = new Agent({ connections: 64, keepAliveTimeout: 30_000, pipelining: 1, ...(ca ? { connect: { ca } } : {}) });
+    this.#raw = new RawPool(ca);
     this.#token = options.token;
     this.#timeoutMs = options.timeoutMs;
+    this.#crc = options.checksums === false ? undefined : CRC_ALGORITHM;
   }
 
   /**
    * One ranged read, its bytes written straight into `r.out`. Resolves with where the
-   * worker found them (`hit`, `partial`, `miss`); a worker fault throws `WorkerFault`.
+   * worker found them (`hit`, `partial`, `miss`); a worker fault throws `WorkerFault`,
+   * bytes that fail their page checksums (or come without them) `ChecksumFault`.
    */
   async read(w: WorkerInfo, r: WorkerReadRequest, signal: AbortSignal | undefined): Promise<string> {
-    if (r.length >= RAW_READ_MIN && w.url.startsWith('http://')) {
-      const answer = await this.#raw.read({ ...r, worker: w, token: this.#token, timeoutMs: this.#timeoutMs, signal });
-      if ('cache' in answer) return answer.cache;
-      throw errorFromAnswer(w, answer.status, answer.body, r.url);
+    if (r.length >= RAW_READ_MIN && (w.url.startsWith('http://') || w.url.startsWith('https://'))) {
+      const answer = await this.#raw.read({ ...r, worker: w, token: this.#token, timeoutMs: this.#timeoutMs, signal, crc: this.#crc });
+      if (!('cache' in answer)) throw errorFromAnswer(w, answer.status, answer.body, r.url);
+      if (this.#crc !== undefined) verifyReadAnswer(w, r, answer.pageSize, answer.trailer);
+      return answer.cache;
     }
     const { url, etag, out, at } = r;
-    const res = await this.send(w, 'GET', Paths.read, readQuery(r), signal);
+    const res = await this.send(w, 'GET', Paths.read, readQuery(r, this.#crc), signal);
     if (res.statusCode !== 200) throw await this.#errorFrom(w, res, url);
     const got = res.headers[Headers.etag];
     if (got !== etag) {
       await res.body.dump();
       throw new WorkerFault(`worker ${w.id} answered version ${String(got)} for ${url}, expected ${etag}`);
     }
+    // With checksums, the body is the bytes and then a trailer of one CRC per page piece.
+    const pageSize = this.#crc === undefined ? undefined : parseCrcHeader(res.headers[Headers.crc]);
+    const trailer = pageSize === undefined ? undefined : new Uint8Array(pieceCount(r.offset, r.length, pageSize) * CRC_BYTES);
+    const total = r.length + (trailer?.byteLength ?? 0);
     let pos = 0;
     try {
       // 'data' events rather than async iteration: one less promise per 64 KiB chunk on the hot path.
       await new Promise<void>((resolve, reject) => {
         const body = res.body;
         body.on('data', (chunk: Buffer) => {
-          if (pos + chunk.byteLength > r.length) {
-            body.destroy(new WorkerFault(`worker ${w.id} sent more than ${r.length} bytes for ${url}`));
+          if (pos + chunk.byteLength > total) {
+            body.destroy(new WorkerFault(`worker ${w.id} sent more than ${total} bytes for ${url}`));
             return;
           }
-          out.set(chunk, at + pos);
+          const data = Math.max(0, Math.min(chunk.byteLength, r.length - pos));
+          if (data > 0) out.set(data === chunk.byteLength ? chunk : chunk.subarray(0, data), at + pos);
+          if (data < chunk.byteLength) trailer?.set(chunk.subarray(data), pos + data - r.length);
           pos += chunk.byteLength;
         });
         body.once('end', resolve);
@@ -79,7 +99,8 @@ export class WorkerTransport {
       if (err instanceof WorkerFault) throw err;
       throw new WorkerFault(`worker ${w.id} broke off the body of ${url}: ${(err as Error).message}`);
     }
-    if (pos !== r.length) throw new WorkerFault(`worker ${w.id} sent ${pos} of ${r.length} bytes for ${url}`);
+    if (pos !== total) throw new WorkerFault(`worker ${w.id} sent ${pos} of ${total} bytes for ${url}`);
+    if (this.#crc !== undefined) verifyReadAnswer(w, r, pageSize, trailer);
     const cache = res.headers[Headers.cache];
     return typeof cache === 'string' ? cache : 'miss';
   }
@@ -117,7 +138,7 @@ export class WorkerTransport {
     } catch (err) {
       cleanup();
       throwIfAborted(signal);
-      throw new WorkerFault(`worker ${w.id} at ${w.url} unreachable: ${(err as Error).message}`);
+      throw new WorkerFault(`worker ${w.id} at ${w.url} unreachable: ${describeConnectError(err)}`);
     }
   }
 

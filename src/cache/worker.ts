@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { Agent } from 'undici';
@@ -13,12 +13,15 @@ import { optionalInt } from '../util/validate.js';
 import { WorkerHints } from './hints.js';
 import type { CacheWorker, WorkerInfoResponse, WorkerOptions } from './worker-options.js';
 import { checkPageSize, DEFAULT_PAGE_SIZE } from './page-key.js';
-import { PageStore, type PageStoreOptions } from './page-store.js';
+import { PageStore, type PageStoreOptions, type PageStoreStats } from './page-store.js';
 import { Registration } from './registration.js';
+import { prepareShmDir, writeNonce, type ShortCircuitInfo } from './short-circuit-tier.js';
 import { AccessPolicy, checkBind } from './worker-access.js';
 import { ReadThrough, type StoreReader } from './worker-core.js';
 import { workerHandler } from './worker-http.js';
 import { LoadJobs } from './worker-jobs.js';
+import { applyServerLimits, limitSettings, RequestLimiter, serverLimitOptions } from './worker-limits.js';
+import { createWorkerServer, loadServerTls } from './worker-tls.js';
 import { createWorkerMetrics, type WorkerMetrics } from './worker-metrics.js';
 
 export type { CacheWorker, WorkerInfoResponse, WorkerOptions } from './worker-options.js';
@@ -60,6 +63,7 @@ class Worker implements CacheWorker {
   readonly #policy: AccessPolicy;
   readonly #bindWarning: string | undefined;
   #store: PageStore | undefined;
+  #shortCircuit: ShortCircuitInfo | undefined;
   #core: ReadThrough | undefined;
   #jobs: LoadJobs | undefined;
   readonly #server: Server;
@@ -73,6 +77,8 @@ class Worker implements CacheWorker {
   /** Aborts every store call in flight when the worker stops; shared by all of them. */
   readonly #abort = new AbortController();
   readonly #m: WorkerMetrics;
+  readonly #limiter: RequestLimiter;
+  readonly #scheme: 'http' | 'https';
 
   constructor(opts: WorkerOptions) {
     this.#opts = opts;
@@ -101,9 +107,12 @@ class Worker implements CacheWorker {
     this.#m = createWorkerMetrics(this.id);
     // Every concurrent store read listens on this one signal: many listeners are expected, not a leak.
     setMaxListeners(0, this.#abort.signal);
-    this.#server = createServer({ keepAlive: true, keepAliveTimeout: 30_000 }, workerHandler(this.#httpContext()));
-    this.#server.headersTimeout = 30_000;
-    this.#server.requestTimeout = 120_000;
+    const limits = limitSettings(opts);
+    this.#limiter = new RequestLimiter(limits, this.#m.registry);
+    const tls = loadServerTls(opts.tls);
+    this.#scheme = tls === undefined ? 'http' : 'https';
+    this.#server = createWorkerServer(tls, { keepAlive: true, keepAliveTimeout: 30_000, ...serverLimitOptions(limits), handshakeTimeoutMs: limits.headersTimeoutMs }, workerHandler(this.#httpContext()));
+    applyServerLimits(this.#server, limits);
   }
 
   get url(): string {
@@ -128,6 +137,7 @@ class Worker implements CacheWorker {
       },
       hints: this.#hints,
       metrics: this.#m,
+      limiter: this.#limiter,
       closing: () => this.#closing !== undefined || this.#destroying !== undefined,
       releaseIdle: () => setImmediate(() => this.#server.closeIdleConnections()),
       info: () => this.info(),
@@ -154,8 +164,16 @@ class Worker implements CacheWorker {
       storeOpts.diskDir = o.diskDir;
       storeOpts.diskBytes = o.diskBytes ?? 1024 * MiB;
     }
+    if (o.shmDir !== undefined) {
+      if (o.diskDir !== undefined) throw new ConfigError(`Worker ${this.id}: give \`shmDir\` or \`diskDir\`, not both`);
+      // The memory tier is the page files on the tmpfs: the heap keeps none.
+      Object.assign(storeOpts, await prepareShmDir(o.shmDir, o.shmGroup), { diskDir: o.shmDir, diskBytes: storeOpts.memoryBytes, memoryBytes: 0 });
+    }
     const store = await PageStore.open(storeOpts);
     this.#store = store;
+    if (o.shmDir !== undefined && storeOpts.fileMode !== undefined) {
+      this.#shortCircuit = { dir: o.shmDir, nonce: await writeNonce(o.shmDir, storeOpts.fileMode), pageSize: this.pageSize };
+    }
     const core = new ReadThrough({
       workerId: this.id,
       pageSize: this.pageSize,
@@ -175,14 +193,15 @@ class Worker implements CacheWorker {
         has: (k) => store.has(k),
         hasRoom: () => {
           const s = store.stats();
+          if (this.#shortCircuit) return s.diskBytes + this.pageSize <= s.diskBudget;
           return s.memoryBytes + this.pageSize <= s.memoryBudget;
         },
         fetch: (url, etag, first, count) => core.prefetch(url, etag, first, count),
       },
       belady,
     );
-    this.#m.capacity.set({ tier: 'memory' }, storeOpts.memoryBytes);
-    this.#m.capacity.set({ tier: 'disk' }, storeOpts.diskBytes ?? 0);
+    this.#m.capacity.set({ tier: 'memory' }, o.memoryBytes ?? 256 * MiB);
+    this.#m.capacity.set({ tier: 'disk' }, this.#shortCircuit ? 0 : (storeOpts.diskBytes ?? 0));
     throwIfAborted(signal);
     await this.#listen(o.host ?? '127.0.0.1', o.port ?? 0, signal);
     if (this.#bindWarning !== undefined) process.stderr.write(`granary worker ${this.id}: ${this.#bindWarning}\n`);
@@ -198,7 +217,7 @@ class Worker implements CacheWorker {
         info: {
           id: this.id,
           url: this.#url,
-          capacityBytes: storeOpts.memoryBytes + (storeOpts.diskBytes ?? 0),
+          capacityBytes: (o.memoryBytes ?? 256 * MiB) + (this.#shortCircuit ? 0 : (storeOpts.diskBytes ?? 0)),
           startedAt: Date.now(),
           host: hostname(),
           pageSize: this.pageSize,
@@ -245,12 +264,12 @@ class Worker implements CacheWorker {
     });
     const addr = this.#server.address() as AddressInfo;
     const h = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-    this.#url = this.#opts.advertiseUrl ?? `http://${h}:${addr.port}`;
+    this.#url = this.#opts.advertiseUrl ?? `${this.#scheme}://${h}:${addr.port}`;
   }
 
   info(): WorkerInfoResponse {
     const { store, core } = this.#started();
-    const s = store.stats();
+    const s = shmAsMemory(store.stats(), this.#shortCircuit !== undefined);
     return {
       id: this.id,
       url: this.#url,
@@ -259,14 +278,17 @@ class Worker implements CacheWorker {
       usage: { memoryBytes: s.memoryBytes, diskBytes: s.diskBytes, memoryPages: s.memoryPages, diskPages: s.diskPages },
       counters: { ...core.counters, evictions: s.evictions },
       ...(this.#hints ? { hints: this.#hints.stats() } : {}),
+      ...(this.#shortCircuit ? { shortCircuit: { ...this.#shortCircuit } } : {}),
     };
   }
 
   async #metricsText(): Promise<string> {
-    const s = this.#started().store.stats();
+    const s = shmAsMemory(this.#started().store.stats(), this.#shortCircuit !== undefined);
     this.#m.usage.set({ tier: 'memory' }, s.memoryBytes);
     this.#m.usage.set({ tier: 'disk' }, s.diskBytes);
     this.#m.evictions.set(s.evictions);
+    this.#m.diskErrors.set(s.diskErrors);
+    this.#m.corruptPages.set(s.corruptPages);
     return this.#m.registry.metrics();
   }
 
@@ -319,3 +341,9 @@ class Worker implements CacheWorker {
   }
 }
 
+
+/** With a short-circuit tier the page files on the tmpfs are the memory tier: report them so. */
+function shmAsMemory(s: PageStoreStats, shm: boolean): PageStoreStats {
+  if (!shm) return s;
+  return { ...s, memoryBytes: s.diskBytes, memoryPages: s.diskPages, memoryBudget: s.diskBudget, diskBytes: 0, diskPages: 0, diskBudget: 0 };
+}

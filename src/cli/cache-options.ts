@@ -25,6 +25,8 @@ export interface CacheClientCliOptions extends StoreOptions, EtcdSecurityValues 
   cluster: string;
   workers?: string | undefined;
   token?: string | undefined;
+  /** PEM CA that signed the workers' certificates (`--tls-ca`, GRANARY_TLS_CA). */
+  tlsCa?: string | undefined;
   /** A JSON config file (`--config`, or GRANARY_CONFIG). */
   config?: string | undefined;
 }
@@ -71,7 +73,8 @@ export function addCacheClientOptions(cmd: Command): Command {
     .addOption(etcdOption())
     .addOption(clusterOption())
     .addOption(new Option('--workers <urls>', 'worker URLs, comma-separated, instead of etcd (e.g. http://127.0.0.1:7070)').env('GRANARY_WORKERS'))
-    .addOption(tokenOption('bearer token the workers require'));
+    .addOption(tokenOption('bearer token the workers require'))
+    .addOption(new Option('--tls-ca <file>', 'PEM CA that signed the workers\' certificates, for https:// workers (default: the system CAs)').env('GRANARY_TLS_CA'));
   addEtcdSecurityOptions(cmd)
     .addOption(new Option('--config <file>', 'JSON config file with cluster and store sections (flags > GRANARY_* env > file > defaults)').env('GRANARY_CONFIG'));
   return addStoreOptions(cmd);
@@ -160,6 +163,7 @@ async function resolveClientConfig(cli: CacheClientCliOptions, command: Command)
     cluster: c.values.cluster,
     workers: c.values.workers?.join(','),
     token: c.values.token,
+    tlsCa: c.values.tlsCa,
     ...Object.fromEntries(ETCD_SECURITY_KEYS.map((k) => [k, c.values[k]])),
     s3Endpoint: st.values.s3Endpoint,
     s3Region: st.values.s3Region,
@@ -196,6 +200,7 @@ export async function openCache(cliOptions: CacheClientCliOptions, command: Comm
             : { workers: source.urls }),
           ufs,
           ...(options.token !== undefined ? { token: options.token } : {}),
+          ...(options.tlsCa !== undefined ? { tlsCa: options.tlsCa } : {}),
           ...(open.metadataTtlMs !== undefined ? { metadataTtlMs: open.metadataTtlMs } : {}),
         }),
     );

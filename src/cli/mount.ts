@@ -3,8 +3,9 @@ import { openSync, realpathSync, writeSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import { InvalidArgumentError, isGranaryError } from '../errors.js';
+import { FUSE_FD_ENV, isRoot, runForegroundViaFusermount, viaFusermount } from '../fuse/fusermount.js';
 import { runHolder } from '../fuse/holder.js';
-import { FS_TYPE, mountAt, unmount } from '../fuse/mount-table.js';
+import { FS_TYPE, mountAt, prepareMountPoint, unmount } from '../fuse/mount-table.js';
 import { serveMount, SERVE_ENV, type ServeMessage } from '../fuse/serve.js';
 import { schemeOf } from '../ufs/url.js';
 import { addCacheClientOptions, durationParser, openCache, type CacheClientCliOptions } from './cache-options.js';
@@ -42,7 +43,7 @@ function lineWriter(fd: number | undefined, prefix: string): (line: string) => v
 export function registerMount(program: Command): void {
   const cmd = program
     .command('mount')
-    .description('Mount a store prefix as a read-only directory, read through the cache (needs root and /dev/fuse).')
+    .description('Mount a store prefix as a read-only directory, read through the cache (root, or an ordinary user with fusermount3 and python3).')
     .argument('<store-prefix>', 'store URL of a "directory", e.g. s3://bucket/train/')
     .argument('<dir>', 'the directory to mount on')
     .option('--foreground', 'stay in the foreground until unmounted or signalled (default: return once the mount is ready)')
@@ -68,7 +69,11 @@ Examples:
     const prefixUrl = prefix.endsWith('/') ? prefix : `${prefix}/`;
     if (process.env[SERVE_ENV.role] === 'serve') return serve(prefixUrl, options, command);
     const mountPoint = checkUsage(() => mountPointPath(dir));
-    if (!options.foreground) return background();
+    if (!options.foreground) return background(await holderArgv(mountPoint, prefixUrl, ['--foreground']));
+    if (!isRoot() && process.env[FUSE_FD_ENV] === undefined) {
+      process.exitCode = await runForegroundViaFusermount(await holderArgv(mountPoint, prefixUrl, []));
+      return;
+    }
     const bg = process.env[BACKGROUND_ENV] === '1';
     const logFd = options.logFile !== undefined ? openSync(options.logFile, 'a') : bg ? undefined : 2;
     let log = lineWriter(bg ? 2 : logFd, 'granary mount');
@@ -107,9 +112,22 @@ async function serve(prefix: string, options: MountOptions, command: Command): P
   }
 }
 
+/**
+ * The command line of the holder: this command again (with `extra` arguments); for an
+ * ordinary user, run by fusermount3's fd receiver once the mount is made.
+ */
+async function holderArgv(mountPoint: string, prefix: string, extra: readonly string[]): Promise<string[]> {
+  const argv = [process.execPath, ...process.execArgv, ...process.argv.slice(1), ...extra];
+  if (isRoot()) return argv;
+  const cleaned = await prepareMountPoint(mountPoint);
+  if (cleaned) process.stderr.write(`granary mount: ${cleaned}\n`);
+  return viaFusermount(mountPoint, prefix, 1024 * 1024, argv);
+}
+
 /** Start the holder detached and return once it says the mount is ready (or it fails). */
-async function background(): Promise<void> {
-  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1), '--foreground'], {
+async function background(argv: readonly string[]): Promise<void> {
+  const [command, ...args] = argv;
+  const child = spawn(command as string, args, {
     detached: true,
     stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     env: { ...process.env, [BACKGROUND_ENV]: '1' },

@@ -25,6 +25,8 @@ interface WorkerCliOptions extends StoreOptions, EtcdSecurityValues {
   memory: number;
   diskDir?: string | undefined;
   disk: number;
+  shmDir?: string | undefined;
+  shmGroup?: string | undefined;
   pageSize: number;
   policy: EvictionPolicyName;
   etcd?: string | undefined;
@@ -35,6 +37,13 @@ interface WorkerCliOptions extends StoreOptions, EtcdSecurityValues {
   fileRoot?: string | undefined;
   insecure?: boolean | undefined;
   metadataTtl: number;
+  tlsCert?: string | undefined;
+  tlsKey?: string | undefined;
+  headersTimeout: number;
+  requestTimeout: number;
+  maxRead: number;
+  maxRequests: number;
+  maxRequestsPerConnection: number;
   json?: boolean | undefined;
   config?: string | undefined;
 }
@@ -48,6 +57,10 @@ function workerOptions(o: WorkerCliOptions, command: Command): Omit<WorkerOption
   if (o.diskDir === undefined && command.getOptionValueSource('disk') === 'cli') {
     throw new ConfigError(`--disk ${o.disk} needs --disk-dir: the disk tier lives in a directory`);
   }
+  if (o.shmDir !== undefined && o.diskDir !== undefined) {
+    throw new ConfigError(`--shm-dir ${o.shmDir} and --disk-dir ${o.diskDir} cannot be combined: the shared-memory tier replaces the memory tier of a worker without a disk tier`);
+  }
+  if (o.shmDir === undefined && o.shmGroup !== undefined) throw new ConfigError(`--shm-group ${o.shmGroup} needs --shm-dir`);
   const fromCli = (name: string) => command.getOptionValueSource(name) === 'cli';
   if (o.etcd === undefined && (fromCli('cluster') || fromCli('leaseTtl'))) {
     throw new ConfigError(`${fromCli('cluster') ? '--cluster' : '--lease-ttl'} needs --etcd (or GRANARY_ETCD): without etcd the worker does not register`);
@@ -64,12 +77,25 @@ function workerOptions(o: WorkerCliOptions, command: Command): Omit<WorkerOption
       memoryBytes: o.memory,
       policy: o.policy,
       metadataTtlMs: o.metadataTtl,
+      headersTimeoutMs: o.headersTimeout,
+      requestTimeoutMs: o.requestTimeout,
+      maxReadBytes: o.maxRead,
+      maxConcurrentRequests: o.maxRequests,
+      maxRequestsPerConnection: o.maxRequestsPerConnection,
     };
+    if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) throw new ConfigError('--tls-cert and --tls-key go together (or GRANARY_WORKER_TLS_CERT and GRANARY_WORKER_TLS_KEY)');
+    if (o.tlsCert !== undefined && o.tlsKey !== undefined) out.tls = { certFile: o.tlsCert, keyFile: o.tlsKey };
+    if (o.requestTimeout < o.headersTimeout) throw new ConfigError(`--request-timeout ${o.requestTimeout} ms is shorter than --headers-timeout ${o.headersTimeout} ms: the headers are part of the request`);
     if (o.id !== undefined) out.id = o.id;
     if (o.advertiseUrl !== undefined) out.advertiseUrl = validateWorkerUrl(o.advertiseUrl, '--advertise-url');
     if (o.diskDir !== undefined) {
       out.diskDir = o.diskDir;
       out.diskBytes = o.disk;
+    }
+    if (o.shmDir !== undefined) {
+      if (o.shmDir.length === 0) throw new ConfigError('--shm-dir is empty; leave it unset to keep the memory tier in the heap');
+      out.shmDir = o.shmDir;
+      if (o.shmGroup !== undefined) out.shmGroup = o.shmGroup;
     }
     if (o.etcd !== undefined) {
       validateCluster(o.cluster, '--cluster');
@@ -107,6 +133,8 @@ async function resolveConfig(cli: WorkerCliOptions, command: Command): Promise<W
     memory: v.memory,
     diskDir: v.diskDir,
     disk: v.disk,
+    shmDir: v.shmDir,
+    shmGroup: v.shmGroup,
     pageSize: v.pageSize,
     policy: v.policy,
     leaseTtl: v.leaseTtl,
@@ -114,6 +142,13 @@ async function resolveConfig(cli: WorkerCliOptions, command: Command): Promise<W
     fileRoot: v.fileRoot,
     insecure: v.insecure,
     metadataTtl: v.metadataTtl,
+    tlsCert: v.tlsCert,
+    tlsKey: v.tlsKey,
+    headersTimeout: v.headersTimeout,
+    requestTimeout: v.requestTimeout,
+    maxRead: v.maxRead,
+    maxRequests: v.maxRequests,
+    maxRequestsPerConnection: v.maxRequestsPerConnection,
     etcd: c.values.etcd?.join(','),
     cluster: c.values.cluster,
     token: c.values.token,
@@ -135,6 +170,8 @@ export function registerWorker(program: Command): void {
     .addOption(new Option('--memory <size>', 'memory tier budget').argParser(bytesParser(1)).default(256 * MiB, '256MiB'))
     .addOption(new Option('--disk-dir <dir>', 'directory of the disk tier (default: no disk tier); a restart on it finds its pages again'))
     .addOption(new Option('--disk <size>', 'disk tier budget (with --disk-dir)').argParser(bytesParser(1)).default(1024 * MiB, '1GiB'))
+    .addOption(new Option('--shm-dir <dir>', 'keep the memory tier as page files in this tmpfs directory (e.g. /dev/shm/granary-w1): clients on this host read them directly (not with --disk-dir)'))
+    .addOption(new Option('--shm-group <group>', 'group (name or gid) that may read --shm-dir too (default: this user only, 0700)'))
     .addOption(new Option('--page-size <size>', 'cache page size; every worker of a cluster should agree').argParser(bytesParser(1, 0x7fff_ffff)).default(DEFAULT_PAGE_SIZE, '1MiB'))
     .addOption(new Option('--policy <policy>', 'eviction policy of both tiers').argParser(choiceParser(POLICIES)).default('lru'))
     .addOption(etcdOption())
@@ -150,6 +187,13 @@ export function registerWorker(program: Command): void {
     .addOption(new Option('--file-root <dir>', 'serve file:// URLs under this directory (default: file:// off; clients read those files themselves)'))
     .addOption(new Option('--insecure', 'allow a non-loopback --host without --token (logged as a warning at start)'))
     .addOption(new Option('--metadata-ttl <duration>', 'how long stat and list answers are cached').argParser(durationParser(0)).default(10_000, '10s'))
+    .addOption(new Option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (with --tls-key); the worker\'s URL is then https://'))
+    .addOption(new Option('--tls-key <file>', 'PEM private key of --tls-cert'))
+    .addOption(new Option('--headers-timeout <duration>', 'a connection must send its request headers within this long, else 408 and closed').argParser(durationParser(1)).default(10_000, '10s'))
+    .addOption(new Option('--request-timeout <duration>', 'a connection must send a whole request within this long').argParser(durationParser(1)).default(60_000, '60s'))
+    .addOption(new Option('--max-read <size>', 'largest byte range one read may ask for (larger: 400)').argParser(bytesParser(1)).default(256 * MiB, '256MiB'))
+    .addOption(new Option('--max-requests <n>', 'requests handled at once; the excess is answered 503 with Retry-After').argParser(intParser(1, 1_000_000)).default(1024))
+    .addOption(new Option('--max-requests-per-connection <n>', 'requests handled at once on one connection (pipelining)').argParser(intParser(1, 1_000_000)).default(16))
     .option('--json', 'print the ready line as JSON: {"id","url"}')
     .addOption(new Option('--config <file>', 'JSON config file with worker, cluster and store sections (flags > GRANARY_* env > file > defaults)').env('GRANARY_CONFIG'));
   addStoreOptions(cmd);
@@ -161,7 +205,9 @@ SIGTERM or SIGINT: leave the ring (revoke the etcd lease), finish requests in fl
 
 Examples:
   granary worker --port 7070 --memory 1GiB --disk-dir /var/cache/granary --disk 20GiB --file-root /data
-  GRANARY_TOKEN=secret granary worker --etcd http://127.0.0.1:2379 --cluster train --allow s3://datasets/`,
+  granary worker --port 7070 --memory 8GiB --shm-dir /dev/shm/granary-7070
+  GRANARY_TOKEN=secret granary worker --etcd http://127.0.0.1:2379 --cluster train --allow s3://datasets/
+  GRANARY_TOKEN=secret granary worker --host 0.0.0.0 --tls-cert /etc/granary/worker.crt --tls-key /etc/granary/worker.key`,
   );
   cmd.action(async (cliOptions: WorkerCliOptions, command: Command) => {
     const options = await resolveConfig(cliOptions, command);

@@ -1,8 +1,10 @@
 import type { Command } from 'commander';
+import { Agent, fetch } from 'undici';
 import type { WorkerInfo } from '../cache/membership.js';
 import { Paths } from '../cache/protocol.js';
 import type { WorkerInfoResponse } from '../cache/worker.js';
 import { ErrorCodes } from '../errors.js';
+import { loadClientCa } from '../cache/worker-tls.js';
 import { formatBytes, formatTable } from '../util/format.js';
 import { addCacheClientOptions, openCache, type CacheClientCliOptions } from './cache-options.js';
 
@@ -22,12 +24,13 @@ export interface WorkerRow {
 
 const INFO_TIMEOUT_MS = 5000;
 
-async function fetchInfo(w: WorkerInfo, token: string | undefined): Promise<WorkerRow> {
+async function fetchInfo(w: WorkerInfo, token: string | undefined, dispatcher: Agent): Promise<WorkerRow> {
   const row: WorkerRow = { id: w.id, url: w.url, hitRate: null };
   try {
     const res = await fetch(`${w.url}${Paths.info}`, {
       headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
       signal: AbortSignal.timeout(INFO_TIMEOUT_MS),
+      dispatcher,
     });
     const body: unknown = await res.json();
     if (!res.ok) {
@@ -71,7 +74,10 @@ Examples:
   cmd.action(async (options: WorkersOptions, command: Command) => {
     await using cache = await openCache(options, command, { commandName: 'granary workers', requireWorkers: true });
     const members = cache.client?.workers() ?? [];
-    const rows = await Promise.all(members.map((w) => fetchInfo(w, options.token)));
+    // https:// workers are verified against --tls-ca (GRANARY_TLS_CA), else the system's CAs.
+    const ca = loadClientCa(options.tlsCa);
+    const dispatcher = new Agent(ca ? { connect: { ca } } : {});
+    const rows = await Promise.all(members.map((w) => fetchInfo(w, options.token, dispatcher))).finally(() => dispatcher.close());
     if (options.json) {
       process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
       return;

@@ -49,6 +49,12 @@ export class BlockReader {
       for (let b = last + 1; b <= Math.min(lastBlock, last + this.#ahead); b++) this.#block(file, b).catch(() => undefined);
     }
     const blocks = await Promise.all(parts);
+    if (blocks.length === 1) {
+      // One block covers the request (every aligned 1 MiB read, every small file): reply from it without a copy.
+      const bytes = blocks[0] as Uint8Array;
+      const from = offset - first * BLOCK_BYTES;
+      return Buffer.from(bytes.buffer, bytes.byteOffset + Math.min(from, bytes.byteLength), Math.max(0, Math.min(end - offset, bytes.byteLength - from)));
+    }
     const out = Buffer.allocUnsafe(end - offset);
     let at = 0;
     blocks.forEach((bytes, i) => {

@@ -7,8 +7,9 @@
  */
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { closeSync, openSync, statSync } from 'node:fs';
-import { errorFromCode, isGranaryErrorCode, UnavailableError } from '../errors.js';
-import { checkCanMount, mountFd, prepareMountPoint, raiseReadahead, unmount } from './mount-table.js';
+import { errorFromCode, isGranaryErrorCode, UnavailableError, UnsupportedOperationError } from '../errors.js';
+import { FUSE_FD_ENV, inheritedFuseFd, isRoot, userMountTools } from './fusermount.js';
+import { mountFd, prepareMountPoint, raiseReadahead, unmount } from './mount-table.js';
 import { SERVE_ENV, type ServeMessage } from './serve.js';
 
 export interface HolderOptions {
@@ -31,15 +32,23 @@ export interface HolderOptions {
 
 /** Mount, serve until unmounted or signalled, and resolve with the exit status. */
 export async function runHolder(o: HolderOptions): Promise<number> {
-  checkCanMount();
-  const cleaned = await prepareMountPoint(o.dir);
-  if (cleaned) o.log(cleaned);
-  const fd = openSync('/dev/fuse', 'r+');
-  try {
-    await mountFd(fd, o.dir, o.prefix, o.maxRead ?? 1024 * 1024);
-  } catch (err) {
-    closeSync(fd);
-    throw err;
+  // An ordinary user's holder is started with the mount made (fusermount3) and its fd inherited.
+  let fd = inheritedFuseFd();
+  if (fd === undefined) {
+    // Without root the kernel refuses mount(2) with the fd: say what is missing, or how to start.
+    if (!isRoot()) {
+      userMountTools();
+      throw new UnsupportedOperationError(`an ordinary user's holder is started by fusermount3 with the mount made (${FUSE_FD_ENV} set); granary mount does that`);
+    }
+    const cleaned = await prepareMountPoint(o.dir);
+    if (cleaned) o.log(cleaned);
+    fd = openSync('/dev/fuse', 'r+');
+    try {
+      await mountFd(fd, o.dir, o.prefix, o.maxRead ?? 1024 * 1024);
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
   }
   const holder = new Holder(o, fd);
   try {

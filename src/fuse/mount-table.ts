@@ -71,11 +71,13 @@ export function isDeadMount(dir: string): boolean {
  * it is closed). Resolves with how it went.
  */
 export async function unmount(dir: string): Promise<'unmounted' | 'detached lazily'> {
-  const r = await run('umount', [dir]);
+  // An ordinary user unmounts through the setuid fusermount3 (-z: lazily).
+  const root = process.getuid?.() === 0;
+  const r = root ? await run('umount', [dir]) : await run('fusermount3', ['-u', dir]);
   if (r.code === 0) return 'unmounted';
-  const lazy = await run('umount', ['-l', dir]);
+  const lazy = root ? await run('umount', ['-l', dir]) : await run('fusermount3', ['-u', '-z', dir]);
   if (lazy.code === 0) return 'detached lazily';
-  throw new UnavailableError(`umount ${dir} failed: ${r.stderr}; umount -l: ${lazy.stderr}`);
+  throw new UnavailableError(`unmounting ${dir} failed: ${r.stderr}; lazily: ${lazy.stderr}`);
 }
 
 /**
@@ -85,7 +87,7 @@ export async function unmount(dir: string): Promise<'unmounted' | 'detached lazi
 export async function prepareMountPoint(dir: string): Promise<string | undefined> {
   const existing = mountAt(dir);
   if (existing && isDeadMount(dir)) {
-    await run('umount', ['-l', dir]);
+    await (process.getuid?.() === 0 ? run('umount', ['-l', dir]) : run('fusermount3', ['-u', '-z', dir]));
     if (isDeadMount(dir)) throw new UnavailableError(`${dir} holds a dead mount (${existing.fsType}) that umount -l did not remove`);
     return `${dir} held a dead ${existing.fsType} mount (ENOTCONN): detached it`;
   }
@@ -100,11 +102,14 @@ export async function prepareMountPoint(dir: string): Promise<string | undefined
   return undefined;
 }
 
-/** Mounting with the fd needs CAP_SYS_ADMIN; say why not otherwise. */
+/**
+ * For callers that mount with the fd themselves (the CSI node plugin): that needs
+ * CAP_SYS_ADMIN. `granary mount` has a second way for ordinary users (src/fuse/fusermount.ts).
+ */
 export function checkCanMount(): void {
   if (process.getuid?.() === 0) return;
   throw new UnsupportedOperationError(
-    'granary mount needs root (CAP_SYS_ADMIN) to mount with its /dev/fuse fd. As an ordinary user, fusermount3 mounts and hands the fd back over a unix socket (SCM_RIGHTS), which Node cannot receive without a native addon; run granary mount as root, or in a container with CAP_SYS_ADMIN and /dev/fuse',
+    'mounting with a /dev/fuse fd needs root (CAP_SYS_ADMIN): run it as root, or in a container with CAP_SYS_ADMIN and /dev/fuse',
   );
 }
 

@@ -140,6 +140,8 @@ export interface Attr {
   dir: boolean;
 }
 
+const OWNER = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+
 export function writeAttr(b: Buffer, at: number, a: Attr): void {
   const sec = BigInt(Math.floor(a.mtimeMs / 1000));
   const nsec = Math.floor((a.mtimeMs % 1000) * 1e6);
@@ -150,7 +152,9 @@ export function writeAttr(b: Buffer, at: number, a: Attr): void {
   for (const off of [48, 52, 56]) b.writeUInt32LE(nsec, at + off);
   b.writeUInt32LE(a.dir ? S_IFDIR | 0o555 : S_IFREG | 0o444, at + 60);
   b.writeUInt32LE(a.dir ? 2 : 1, at + 64); // nlink
-  // uid, gid, rdev stay 0 (root, as the mount's user_id/group_id say)
+  // The serving process's user, as the mount's user_id/group_id say (root, or the user fusermount3 mounted for).
+  b.writeUInt32LE(OWNER.uid, at + 68);
+  b.writeUInt32LE(OWNER.gid, at + 72);
   b.writeUInt32LE(128 * 1024, at + 80); // blksize: what `cp` and stdio size their buffers by
 }
 

@@ -23,7 +23,10 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClosedError, InvalidArgumentError } from '../errors.js';
 import { checkInt, checkString } from '../util/validate.js';
+import { BodyFlipper, type BodyFlipOptions } from './body-flip.js';
 import { emptyRequestCounts, HttpRequestCounter, type StoreRequestCounts } from './http-requests.js';
+
+export type { BodyFlipOptions } from './body-flip.js';
 
 export type { StoreRequestCounts } from './http-requests.js';
 
@@ -109,6 +112,12 @@ export interface FaultProxyOptions extends FaultProfile {
    * for benches that report store requests. @default false (no parsing cost)
    */
   countRequests?: boolean;
+  /**
+   * Flip one byte in the bodies of HTTP responses (src/netem/body-flip.ts) from the start;
+   * `flipBodies()` changes it later. Connections are followed only while this or
+   * `flipBodies()` has been set when they were accepted. @default off
+   */
+  flipBodies?: BodyFlipOptions;
 }
 
 export interface FaultProxyStats {
@@ -125,6 +134,8 @@ export interface FaultProxyStats {
   /** Bytes dropped by `cut('up')` / `cut('down')`. */
   droppedUp: number;
   droppedDown: number;
+  /** Response bodies with a byte flipped by `flipBodies`. */
+  flippedBodies: number;
   /** HTTP requests clients sent, by kind; all 0 unless the proxy was started with `countRequests`. */
   requests: StoreRequestCounts;
 }
@@ -148,6 +159,12 @@ export interface FaultProxy {
   refuse(on: boolean, mode?: RefuseMode): Promise<void>;
   /** Silently drop bytes in one direction (or both): a partition. `null` heals it. */
   cut(direction: CutMode): void;
+  /**
+   * Flip one byte in the middle of HTTP response bodies (every Nth one of the content
+   * type, per connection), on connections accepted from now on and on those already
+   * followed; `null` stops flipping.
+   */
+  flipBodies(options: BodyFlipOptions | null): void;
   stats(): FaultProxyStats;
   /** Stop listening and destroy every connection. Idempotent. */
   close(): Promise<void>;
@@ -172,6 +189,13 @@ function checkProfile(p: FaultProfile): void {
       throw new InvalidArgumentError(`Expected \`${k}\` to be a finite number from 0 and up, got \`${String(v)}\` (${typeof v})`);
     }
   }
+}
+
+function checkFlip(o: BodyFlipOptions): BodyFlipOptions {
+  if (o === null || typeof o !== 'object') throw new InvalidArgumentError(`Expected body flip options to be an object, got \`${String(o)}\``);
+  if (o.every !== undefined) checkInt('every', o.every, 1);
+  if (o.contentType !== undefined) checkString('contentType', o.contentType);
+  return { ...o };
 }
 
 /** Sleep until `performance.now() >= deadline`; never wakes early (timers may fire up to 1 ms early). */
@@ -223,6 +247,8 @@ class Connection {
   readonly buckets: Record<FaultDirection, TokenBucket>;
   readonly pipes: Record<FaultDirection, Pipe>;
   readonly upstreamReady: Promise<net.Socket | undefined>;
+  /** Follows the responses when body flipping was on at accept. */
+  readonly flipper: BodyFlipper | undefined;
   #resolveUpstream!: (s: net.Socket | undefined) => void;
 
   constructor(
@@ -236,6 +262,7 @@ class Connection {
       down: new TokenBucket(() => proxy.current.bandwidthPerConnBps),
     };
     this.pipes = { up: new Pipe(this, 'up'), down: new Pipe(this, 'down') };
+    this.flipper = proxy.flipping === undefined ? undefined : new BodyFlipper(() => proxy.flipping ?? null, () => proxy.flipped());
   }
 
   start(): void {
@@ -365,6 +392,7 @@ class Pipe {
     if (!dst || conn.closed) return;
     for (let c = this.#queue.shift(); c !== undefined; c = this.#queue.shift()) {
       this.#queued -= c.bytes.byteLength;
+      if (dir === 'down' && conn.flipper) c.bytes = conn.flipper.process(c.bytes);
       await proxy.unstalled();
       const s = proxy.current;
       const latency = dir === 'up' ? s.upLatencyMs : s.downLatencyMs;
@@ -428,12 +456,15 @@ class FaultProxyImpl implements FaultProxy {
   #cut: CutMode = null;
   #refuse: RefuseMode | null = null;
   #closing: Promise<void> | undefined;
-  #stats = { connections: 0, refused: 0, bytesUp: 0, bytesDown: 0, droppedUp: 0, droppedDown: 0 };
+  #stats = { connections: 0, refused: 0, bytesUp: 0, bytesDown: 0, droppedUp: 0, droppedDown: 0, flippedBodies: 0 };
+  /** Body flipping: undefined never set (connections are not followed), null set and off. */
+  flipping: BodyFlipOptions | null | undefined;
   /** Set when counting requests: every connection's parser adds to it. */
   readonly requestCounts: StoreRequestCounts | undefined;
 
   constructor(options: FaultProxyOptions) {
-    const { target, host, port: _port, countRequests, ...profile } = options;
+    const { target, host, port: _port, countRequests, flipBodies, ...profile } = options;
+    if (flipBodies !== undefined) this.flipping = checkFlip(flipBodies);
     this.requestCounts = countRequests === true ? emptyRequestCounts() : undefined;
     const t = target as Partial<FaultProxyOptions['target']> | undefined;
     this.target = { host: checkString('target.host', t?.host), port: checkInt('target.port', t?.port, 1, 65535) };
@@ -555,6 +586,15 @@ class FaultProxyImpl implements FaultProxy {
       throw new InvalidArgumentError(`Expected cut direction 'up', 'down', 'both' or null, got \`${String(direction)}\``);
     }
     this.#cut = direction;
+  }
+
+  flipBodies(options: BodyFlipOptions | null): void {
+    this.#checkOpen('flipBodies');
+    this.flipping = options === null ? null : checkFlip(options);
+  }
+
+  flipped(): void {
+    this.#stats.flippedBodies++;
   }
 
   stats(): FaultProxyStats {

@@ -35,6 +35,7 @@ const GRANARY_VALUES = [
   'NotFoundError',
   'PathEscapeError',
   'RangeNotSatisfiableError',
+  'RangeTooLargeError',
   'S3Ufs',
   'SchemaMismatchError',
   'TimeoutError',
@@ -45,6 +46,7 @@ const GRANARY_VALUES = [
   'UnsupportedOperationError',
   'UnsupportedSchemeError',
   'VersionChangedError',
+  'WorkerBusyError',
   'createUfs',
   'errorFromCode',
   'isGranaryError',
@@ -103,7 +105,9 @@ const GRANARY_TYPES = [
   'WorkerHintStats',
   'WorkerInfo',
   'WorkerInfoResponse',
+  'WorkerLimitOptions',
   'WorkerOptions',
+  'WorkerTlsOptions',
   'WriteData',
 ];
 

@@ -19,6 +19,7 @@ const RANK: Record<string, number> = {
   gen: 2,
   netem: 2,
   fuse: 2,
+  csi: 2,
   config: 3,
   demo: 4,
   cli: 5,

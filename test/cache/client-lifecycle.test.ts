@@ -2,8 +2,10 @@ import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { CacheClient } from '../../src/cache/client.js';
+import { encodeTrailer } from '../../src/cache/page-checksum.js';
 import { ErrorCodes } from '../../src/errors.js';
 import { MemoryUfs } from '../../src/ufs/memory.js';
 
@@ -86,7 +88,9 @@ describe('CacheClient lifecycle', () => {
       ac.abort(reason);
       await expect(queued).rejects.toBe(reason);
       // The first read is still in flight and completes once the worker answers.
-      held[0]?.writeHead(200, { 'x-granary-etag': 'e1', 'x-granary-cache': 'hit', 'content-length': '10' }).end(Buffer.alloc(10, 7));
+      // The bytes and their page checksum (one piece of a 1 MiB page).
+      const body = Buffer.concat([Buffer.alloc(10, 7), encodeTrailer([crc32(Buffer.alloc(10, 7))])]);
+      held[0]?.writeHead(200, { 'x-granary-etag': 'e1', 'x-granary-cache': 'hit', 'x-granary-crc32': '1048576', 'content-length': String(body.byteLength) }).end(body);
       expect(Buffer.from(await first).equals(Buffer.alloc(10, 7))).toBe(true);
       expect(w.requests).toEqual(['GET /v1/read']);
     } finally {

@@ -7,8 +7,10 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { randomBytes } from 'node:crypto';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { crc32 } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CacheClient } from '../../src/cache/client.js';
+import { encodeTrailer } from '../../src/cache/page-checksum.js';
 import { MemoryUfs } from '../../src/ufs/memory.js';
 import { S3Ufs } from '../../src/ufs/s3.js';
 import { startS3rver, type S3rverHandle } from '../support/s3rver.js';
@@ -235,8 +237,12 @@ describe('raw keep-alive sockets to a worker', () => {
           sock.destroy();
           return;
         }
-        sock.write(`HTTP/1.1 200 OK\r\ncontent-length: ${bytes.byteLength}\r\nx-granary-etag: ${etag}\r\nx-granary-cache: hit\r\n\r\n`);
+        // The bytes, then the page checksums the client asked for (two 1 MiB pages).
+        const trailer = encodeTrailer([crc32(bytes.subarray(0, MiB)), crc32(bytes.subarray(MiB))]);
+        const length = bytes.byteLength + trailer.byteLength;
+        sock.write(`HTTP/1.1 200 OK\r\ncontent-length: ${length}\r\nx-granary-etag: ${etag}\r\nx-granary-cache: hit\r\nx-granary-crc32: ${MiB}\r\n\r\n`);
         sock.write(bytes);
+        sock.write(trailer);
       });
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));

@@ -167,7 +167,7 @@ describe('cache worker and client over a memory store', () => {
       ['/v1/read?url=ftp%3A%2F%2Fx%2Fy&offset=0&length=1', 400, 'GRANARY_ERR_UNSUPPORTED_SCHEME'],
       ['/v1/read?url=nonsense&offset=0&length=1', 400, 'GRANARY_ERR_INVALID_URL'],
       [`/v1/read?url=${encodeURIComponent(url)}&offset=-5&length=1`, 400, 'GRANARY_ERR_INVALID_ARGUMENT'],
-      [`/v1/read?url=${encodeURIComponent(url)}&offset=0&length=99999999999`, 400, 'GRANARY_ERR_BAD_REQUEST'],
+      [`/v1/read?url=${encodeURIComponent(url)}&offset=0&length=99999999999`, 400, 'GRANARY_ERR_RANGE_TOO_LARGE'],
       [`/v1/read?url=${encodeURIComponent(url)}&offset=abc&length=1`, 400, 'GRANARY_ERR_BAD_REQUEST'],
       [`/v1/read?url=${encodeURIComponent(url)}&offset=${data.byteLength}&length=10`, 416, 'GRANARY_ERR_RANGE'],
       ['/v1/read?offset=0&length=1', 400, 'GRANARY_ERR_BAD_REQUEST'],

@@ -30,10 +30,11 @@ export interface CliRun {
   stderr: string;
 }
 
-/** Run the CLI from source and wait for it to exit. */
-export function granary(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<CliRun> {
+/** Run the CLI from source and wait for it to exit; `wrap` runs it through another command (nsenter, setpriv). */
+export function granary(args: readonly string[], env: NodeJS.ProcessEnv = {}, wrap: readonly string[] = []): Promise<CliRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+    const argv = [...wrap, process.execPath, '--import', 'tsx', 'src/cli/main.ts', ...args];
+    const child = spawn(argv[0] as string, argv.slice(1), {
       cwd: process.cwd(),
       env: { ...CLEAN_ENV, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -55,8 +56,9 @@ export interface ToolRun {
 }
 
 /** Start a program; `done` resolves with its exit and output (stdout as bytes). */
-export function startTool(cmd: string, args: readonly string[], options: { cwd?: string } = {}): { pid: number; done: Promise<ToolRun> } {
-  const child = spawn(cmd, args, { cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+export function startTool(cmd: string, args: readonly string[], options: { cwd?: string; wrap?: readonly string[] } = {}): { pid: number; done: Promise<ToolRun> } {
+  const argv = [...(options.wrap ?? []), cmd, ...args];
+  const child = spawn(argv[0] as string, argv.slice(1), { cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   const done = new Promise<ToolRun>((resolve, reject) => {
     const out: Buffer[] = [];
     let stderr = '';
@@ -69,7 +71,7 @@ export function startTool(cmd: string, args: readonly string[], options: { cwd?:
 }
 
 /** Run a program and collect its output. */
-export function runTool(cmd: string, args: readonly string[], options: { cwd?: string } = {}): Promise<ToolRun> {
+export function runTool(cmd: string, args: readonly string[], options: { cwd?: string; wrap?: readonly string[] } = {}): Promise<ToolRun> {
   return startTool(cmd, args, options).done;
 }
 
@@ -120,9 +122,9 @@ export interface Mounted {
 const started = { dirs: new Set<string>(), pids: new Set<number>() };
 
 /** `granary mount <prefix> <dir> ...args` in the background; resolves once it is ready. */
-export async function mount(prefix: string, dir: string, args: readonly string[], env: NodeJS.ProcessEnv): Promise<Mounted> {
+export async function mount(prefix: string, dir: string, args: readonly string[], env: NodeJS.ProcessEnv, wrap: readonly string[] = []): Promise<Mounted> {
   started.dirs.add(dir);
-  const r = await granary(['mount', prefix, dir, ...args], env);
+  const r = await granary(['mount', prefix, dir, ...args], env, wrap);
   const pid = /holder pid (\d+)/.exec(r.stdout)?.[1];
   if (r.code !== 0 || pid === undefined) throw new Error(`granary mount exited ${String(r.code)}: ${r.stdout}${r.stderr}`);
   const holderPid = Number(pid);
@@ -130,6 +132,11 @@ export async function mount(prefix: string, dir: string, args: readonly string[]
   const serving = servingPid(holderPid);
   if (serving !== undefined) started.pids.add(serving);
   return { dir, holderPid, stderr: r.stderr };
+}
+
+/** Remember a mount point to unmount at cleanup (a mount made without `mount()`). */
+export function trackDir(dir: string): void {
+  started.dirs.add(dir);
 }
 
 /** Remember a PID to kill at cleanup (a replacement serving process). */

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mountAt } from '../../src/fuse/mount-table.js';
 import { waitFor } from '../support/wait.js';
-import { alive, CLEAN_ENV, cleanupMounts, fuseRunnable, md5, servingPid, track } from './fixture.js';
+import { alive, CLEAN_ENV, cleanupMounts, fuseRunnable, md5, servingPid, track, trackDir } from './fixture.js';
 
 interface Foreground {
   child: ChildProcess;
@@ -47,6 +47,7 @@ describe.runIf(fuseRunnable)('granary mount --foreground', () => {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     track(child.pid);
+    trackDir(mnt);
     let stderr = '';
     child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
