@@ -57,7 +57,7 @@ describe.runIf(runnable)('a published volume through a restart of the plugin con
   const state = (): string => join(work, 'state');
   const startIn = async (cg: string): Promise<Plugin> => {
     mkdirSync(cg);
-    const p = await startPlugin(work, ['--mount-cgroup', mounts]);
+    const p = await startPlugin(work, ['--mount-cgroup', mounts, '--heartbeat-timeout', '4s', '--metadata-ttl', '20s']);
     writeFileSync(join(cg, 'cgroup.procs'), `${p.pid}\n`);
     return p;
   };
@@ -95,6 +95,10 @@ describe.runIf(runnable)('a published volume through a restart of the plugin con
     expect(procsOf(mounts)).toContain(holder);
     expect(cgroupsOf(holder).get('v2')).toMatch(/\/mounts$/);
     expect(procsOf(containers[0] ?? '')).toEqual([plugin.pid]);
+    // The plugin's mount timing flags reach the mount (the holder runs `granary mount` again with its arguments).
+    const argv = readFileSync(`/proc/${holder}/cmdline`, 'utf8').split('\0');
+    expect(argv.slice(argv.indexOf('--heartbeat-timeout'), argv.indexOf('--heartbeat-timeout') + 2)).toEqual(['--heartbeat-timeout', '4000ms']);
+    expect(argv.slice(argv.indexOf('--metadata-ttl'), argv.indexOf('--metadata-ttl') + 2)).toEqual(['--metadata-ttl', '20000ms']);
 
     file = await open(join(target, 'big.bin'));
     const head = Buffer.alloc(4096);
