@@ -4,6 +4,7 @@ import { Option, type Command } from 'commander';
 import { flagsFromCommand, loadConfig } from '../config/load.js';
 import { SECTIONS } from '../config/keys.js';
 import { CSI_FLAGS } from '../csi/constants.js';
+import { MOUNT_CGROUP_OFF } from '../csi/cgroup.js';
 import type { MounterOptions } from '../csi/mounter.js';
 import { NodeService } from '../csi/node.js';
 import { startCsiServer } from '../csi/server.js';
@@ -20,6 +21,10 @@ interface CsiOptions {
   healthTimeout: number;
   mountTimeout: number;
   maxVolumes: number;
+  mountCgroup: string;
+  requireMountCgroup?: boolean | undefined;
+  metadataTtl?: number | undefined;
+  heartbeatTimeout?: number | undefined;
   config?: string | undefined;
 }
 
@@ -59,6 +64,9 @@ async function mounterOptions(o: CsiOptions, command: Command): Promise<MounterO
   flag('--etcd-cert', v.etcdCert);
   flag('--etcd-key', v.etcdKey);
   flag('--etcd-password-file', v.etcdPasswordFile);
+  flag('--metadata-ttl', o.metadataTtl === undefined ? undefined : `${o.metadataTtl}ms`);
+  flag('--heartbeat-timeout', o.heartbeatTimeout === undefined ? undefined : `${o.heartbeatTimeout}ms`);
+  if (o.requireMountCgroup === true && o.mountCgroup === MOUNT_CGROUP_OFF) throw new ConfigError(`granary csi: ${CSI_FLAGS.requireMountCgroup.flag} needs a ${CSI_FLAGS.mountCgroup.flag} other than off`);
   const secretEnv: Record<string, string> = {};
   if (v.token !== undefined) secretEnv.GRANARY_TOKEN = v.token;
   if (v.etcdUser !== undefined) secretEnv.GRANARY_ETCD_USER = v.etcdUser;
@@ -72,6 +80,8 @@ async function mounterOptions(o: CsiOptions, command: Command): Promise<MounterO
     secretEnv,
     mountTimeoutMs: o.mountTimeout,
     commandTimeoutMs: Math.max(10_000, o.healthTimeout),
+    mountCgroup: o.mountCgroup,
+    requireMountCgroup: o.requireMountCgroup === true,
   };
 }
 
@@ -85,7 +95,15 @@ export function registerCsi(program: Command): void {
     .addOption(new Option(`${f.stateDir.flag} <dir>`, 'state directory on the host: records and staging mounts of published volumes').env(f.stateDir.env).default(f.stateDir.default))
     .addOption(new Option(`${f.healthTimeout.flag} <duration>`, 'a mount that does not answer statfs within this is hung').env(f.healthTimeout.env).argParser(durationParser(100)).default(5000, f.healthTimeout.default))
     .addOption(new Option(`${f.mountTimeout.flag} <duration>`, 'how long one granary mount may take to be ready').env(f.mountTimeout.env).argParser(durationParser(1000)).default(90_000, f.mountTimeout.default))
-    .addOption(new Option(`${f.maxVolumes.flag} <n>`, 'max_volumes_per_node reported to the CO (0: no limit)').env(f.maxVolumes.env).argParser(intParser(0)).default(f.maxVolumes.default));
+    .addOption(new Option(`${f.maxVolumes.flag} <n>`, 'max_volumes_per_node reported to the CO (0: no limit)').env(f.maxVolumes.env).argParser(intParser(0)).default(f.maxVolumes.default))
+    .addOption(
+      new Option(`${f.mountCgroup.flag} <cgroup>`, "cgroup each mount's processes move to, so a restart of the plugin's container does not kill them: a path created under every cgroup hierarchy's root, an absolute cgroup2 directory, or off")
+        .env(f.mountCgroup.env)
+        .default(f.mountCgroup.default),
+    )
+    .addOption(new Option(f.requireMountCgroup.flag, 'fail NodePublishVolume when a mount cannot be moved there (default: a warning, and the mount runs)').env(f.requireMountCgroup.env))
+    .addOption(new Option(`${f.metadataTtl.flag} <duration>`, "every mount's --metadata-ttl (default: granary mount's)").env(f.metadataTtl.env).argParser(durationParser(1000)))
+    .addOption(new Option(`${f.heartbeatTimeout.flag} <duration>`, "every mount's --heartbeat-timeout (default: granary mount's)").env(f.heartbeatTimeout.env).argParser(durationParser(500)));
   addCacheClientOptions(cmd);
   cmd.addHelpText(
     'after',

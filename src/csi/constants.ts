@@ -31,6 +31,12 @@ export const CSI_FLAGS = {
   healthTimeout: { flag: '--health-timeout', env: 'GRANARY_CSI_HEALTH_TIMEOUT', default: '5s' },
   mountTimeout: { flag: '--mount-timeout', env: 'GRANARY_CSI_MOUNT_TIMEOUT', default: '90s' },
   maxVolumes: { flag: '--max-volumes', env: 'GRANARY_CSI_MAX_VOLUMES', default: 0 },
+  /** Where each mount's processes move, out of the plugin container's cgroup (src/csi/cgroup.ts). */
+  mountCgroup: { flag: '--mount-cgroup', env: 'GRANARY_CSI_MOUNT_CGROUP', default: 'granary-mounts' },
+  requireMountCgroup: { flag: '--require-mount-cgroup', env: 'GRANARY_CSI_REQUIRE_MOUNT_CGROUP' },
+  /** Passed to every `granary mount` when given (plugin-wide, not per volume). */
+  metadataTtl: { flag: '--metadata-ttl', env: 'GRANARY_CSI_METADATA_TTL' },
+  heartbeatTimeout: { flag: '--heartbeat-timeout', env: 'GRANARY_CSI_HEARTBEAT_TIMEOUT' },
 } as const;
 
 /** `volume_context` keys the plugin reads (PersistentVolume `csi.volumeAttributes`, or an inline volume's `volumeAttributes`). */

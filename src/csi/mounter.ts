@@ -54,6 +54,10 @@ export interface MounterOptions {
   mountTimeoutMs: number;
   /** Limit for mount --bind and umount. */
   commandTimeoutMs: number;
+  /** `--mount-cgroup`: where each mount's processes are moved, out of the plugin container's cgroup ('off': nowhere). */
+  mountCgroup: string;
+  /** `--require-mount-cgroup`: a mount that cannot be moved fails its NodePublishVolume instead of running with a warning. */
+  requireMountCgroup: boolean;
 }
 
 /** The arguments of `granary mount` for a volume (no secret ever goes here: `ps` shows them). */

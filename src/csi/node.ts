@@ -6,12 +6,13 @@
  * the mount table; the only thing in memory is a lock per target.
  */
 import { mkdirSync, rmdirSync } from 'node:fs';
-import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from '../errors.js';
+import { AlreadyExistsError, InvalidArgumentError, NotFoundError, UnavailableError } from '../errors.js';
 import { FS_TYPE, mountAt } from '../fuse/mount-table.js';
+import { moveToMountCgroup } from './cgroup.js';
 import { checkHealth, type Health } from './health.js';
 import { bindOnto, isHolderOf, makePrivate, startMount, unmountOnce, type MounterOptions } from './mounter.js';
 import type { NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, NodePublishVolumeRequest, NodeUnpublishVolumeRequest } from './proto.js';
-import { sameSpec, type StateDir, type VolumeRecord } from './state.js';
+import { sameSpec, type StateDir, type Staging, type VolumeRecord } from './state.js';
 import { checkPath, publishSpec, redactor, requireField, secretEnv } from './validate.js';
 
 export interface NodeServiceOptions {
@@ -107,6 +108,8 @@ export class NodeService {
     try {
       staging.holderPid = await startMount(mounter, record.spec, staging.dir, state.logFileOf(target), env, redact);
       state.write(record);
+      this.#leaveContainer(record, staging);
+      state.write(record);
       await makePrivate(mounter, staging.dir);
       await bindOnto(mounter, staging.dir, target);
     } catch (err) {
@@ -122,6 +125,20 @@ export class NodeService {
     for (const old of record.stagings.slice(0, -1)) await this.#dropStaging(old.dir);
     record.stagings = [staging];
     state.write(record);
+  }
+
+  /** Move the mount's processes out of the plugin container's cgroup, before the target sees the mount. */
+  #leaveContainer(record: VolumeRecord, staging: Staging): void {
+    const { mounter } = this.#o;
+    const r = moveToMountCgroup(mounter.mountCgroup, staging.holderPid);
+    if (r.moved) {
+      staging.cgroup = `moved to ${r.where.join(', ')}`;
+      return;
+    }
+    staging.cgroup = `not moved (${r.reason}: ${r.detail})`;
+    const line = `volume ${record.volumeId} on ${record.targetPath}: holder pid ${staging.holderPid} ${staging.cgroup}; this mount does not survive a restart of the plugin's container`;
+    if (mounter.requireMountCgroup) throw new UnavailableError(`${line} (--require-mount-cgroup: not publishing it)`);
+    if (r.reason !== 'disabled') this.#o.log(`warning: ${line}`);
   }
 
   async #dropStaging(dir: string): Promise<void> {
@@ -179,7 +196,8 @@ export class NodeService {
     if (!live || !isHolderOf(live.holderPid, live.dir)) {
       return { usage, volume_condition: { abnormal: true, message: `serving, but its holder process ${String(live?.holderPid)} is gone: a crash of the serving process would not be repaired until the next NodePublishVolume` } };
     }
-    return { usage, volume_condition: { abnormal: false, message: `serving ${record.spec.source} (holder pid ${live.holderPid}, ${record.repairs} repair${record.repairs === 1 ? '' : 's'})` } };
+    const survives = live.cgroup === undefined || live.cgroup.startsWith('moved') ? '' : `; its processes are ${live.cgroup}: it does not survive a restart of the plugin's container`;
+    return { usage, volume_condition: { abnormal: false, message: `serving ${record.spec.source} (holder pid ${live.holderPid}, ${record.repairs} repair${record.repairs === 1 ? '' : 's'})${survives}` } };
   }
 
   /** At start: report what the state directory holds, and forget records of mounts that never came up. */

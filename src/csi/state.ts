@@ -26,6 +26,11 @@ export interface Staging {
   dir: string;
   /** Its holder process; 0 while it starts. */
   holderPid: number;
+  /**
+   * Where its processes run: "moved to DIR" (outside the plugin container's cgroup: it
+   * survives a container restart), or "not moved (REASON: detail)" (it does not).
+   */
+  cgroup?: string | undefined;
 }
 
 export interface VolumeRecord {

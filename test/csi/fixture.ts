@@ -36,7 +36,8 @@ export async function startPlugin(dir: string, args: readonly string[] = [], env
   const socket = join(dir, 'csi.sock');
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'csi', '--endpoint', `unix://${socket}`, '--node-id', 'node-1', '--state-dir', join(dir, 'state'), ...args], {
     cwd: process.cwd(),
-    env: { ...CLEAN_ENV, ...env },
+    // Tests leave the machine's cgroups alone unless they ask (container-restart.test.ts).
+    env: { ...CLEAN_ENV, GRANARY_CSI_MOUNT_CGROUP: 'off', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   startedPlugins.add(child);

@@ -24,7 +24,7 @@ const req = (over: Partial<NodePublishVolumeRequest> = {}): NodePublishVolumeReq
   ...over,
 });
 
-const mounter: MounterOptions = { granary: ['node', 'main.js'], defaults: { etcd: 'http://etcd:2379', cluster: 'prod' }, extraArgs: ['--s3-region', 'eu-west-1'], secretEnv: {}, mountTimeoutMs: 1000, commandTimeoutMs: 1000 };
+const mounter: MounterOptions = { granary: ['node', 'main.js'], defaults: { etcd: 'http://etcd:2379', cluster: 'prod' }, extraArgs: ['--s3-region', 'eu-west-1'], secretEnv: {}, mountTimeoutMs: 1000, commandTimeoutMs: 1000, mountCgroup: 'off', requireMountCgroup: false };
 
 describe('NodePublishVolume checks', () => {
   it('takes the source as a prefix and ignores the keys the kubelet adds', () => {

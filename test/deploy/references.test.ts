@@ -170,6 +170,8 @@ describe('deploy/kubernetes cross-references', () => {
     expect(at(volume(d, byPath.get('/var/lib/kubelet/pods') ?? ''), 'hostPath', 'path')).toBe('/var/lib/kubelet/pods');
     expect(at(volume(d, byPath.get('/dev/fuse') ?? ''), 'hostPath')).toEqual({ path: '/dev/fuse', type: 'CharDevice' });
     expect(at(volume(d, byPath.get(CSI.stateDir) ?? ''), 'hostPath', 'path')).toBe(CSI.stateDir);
+    // The host's cgroups, where the plugin moves each mount's processes out of its container's cgroup.
+    expect(at(volume(d, byPath.get('/sys/fs/cgroup') ?? ''), 'hostPath', 'path')).toBe('/sys/fs/cgroup');
     expect(flags(plugin.args).get('state-dir')).toBe(CSI.stateDir);
     const propagation = new Map(list(plugin.volumeMounts).map((m) => [at(m, 'mountPath'), at(m, 'mountPropagation')]));
     expect(propagation.get('/var/lib/kubelet/pods')).toBe('Bidirectional');

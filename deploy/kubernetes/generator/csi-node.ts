@@ -87,8 +87,9 @@ export function csiNodeObjects() {
               securityContext: { privileged: true, runAsUser: 0 },
               ports: [{ name: 'healthz', containerPort: CSI_NODE.healthPort, hostPort: CSI_NODE.healthPort, protocol: 'TCP' }],
               livenessProbe: { httpGet: { host: '127.0.0.1', path: '/healthz', port: 'healthz' }, initialDelaySeconds: 10, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 5 },
-              // No memory limit: the mounts' processes run in this container's cgroup, and an OOM kill
-              // there would take a pod's volume down. The request reserves room for a few mounts.
+              // No memory limit: the plugin moves each mount's processes out of this container's cgroup
+              // (--mount-cgroup), but where a move fails they stay here, and an OOM kill would take a
+              // pod's volume down. The request reserves room for a few mounts.
               resources: { requests: { cpu: '100m', memory: '512Mi' } },
               volumeMounts: [
                 socketMount,
@@ -96,6 +97,9 @@ export function csiNodeObjects() {
                 { name: 'fuse-device', mountPath: '/dev/fuse' },
                 // Staging mounts live here: they must reach the host, so a restarted plugin finds them.
                 { name: 'state-dir', mountPath: CSI.stateDir, mountPropagation: 'Bidirectional' },
+                // The host's cgroup hierarchies, over the container's own: each mount's processes move to
+                // the host's granary-mounts cgroup, so a stop of this container (which kills its cgroup) spares them.
+                { name: 'host-cgroup', mountPath: '/sys/fs/cgroup' },
               ],
             },
             {
@@ -125,6 +129,7 @@ export function csiNodeObjects() {
             { name: 'pods-dir', hostPath: { path: CSI_NODE.podsDir, type: 'Directory' } },
             { name: 'fuse-device', hostPath: { path: '/dev/fuse', type: 'CharDevice' } },
             { name: 'state-dir', hostPath: { path: CSI.stateDir, type: 'DirectoryOrCreate' } },
+            { name: 'host-cgroup', hostPath: { path: '/sys/fs/cgroup', type: 'Directory' } },
           ],
         },
       },
